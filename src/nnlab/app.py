@@ -1,0 +1,110 @@
+"""The Hydra task: compose -> build -> fit -> log. One job, one MLflow run."""
+
+import importlib
+import json
+import logging
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nnlab import __version__
+
+log = logging.getLogger("nnlab")
+
+
+def primary_metric(task: str, metrics: dict[str, float]) -> float | None:
+    """What a sweeper optimises: test accuracy for classifiers, test loss for regressors."""
+    return metrics.get("test_accuracy") if task == "classification" else metrics.get("test_loss")
+
+
+def import_plugins(modules: list[str]) -> None:
+    for module in modules:
+        importlib.import_module(module)
+
+
+def run_tags(cfg: dict[str, Any], commit: str | None) -> dict[str, Any]:
+    return {
+        "dataset": cfg["dataset"]["name"],
+        "model": cfg["model"]["name"],
+        "optimizer": cfg["optimizer"]["name"],
+        "mlflow.source.git.commit": commit,
+        "nnlab.version": __version__,
+        **hydra_tags(),
+    }
+
+
+def hydra_tags() -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    return {"overrides": " ".join(hc.overrides.task) or "(none)", "hydra.output_dir": hc.runtime.output_dir}
+
+
+def train_and_log(cfg: dict[str, Any], yaml_text: str, run) -> tuple[str, dict[str, float], str]:
+    from nnlab import plots, train
+    from nnlab.data import load_dataset
+    from nnlab.metrics import class_report
+    from nnlab.models import build_model
+    from nnlab.optim import build_optimizer
+
+    trainer = cfg["trainer"]
+    run.text(yaml_text, "config.yaml")
+    runtime = train.setup_runtime(cfg["seed"], trainer["mixed_precision"])
+    run.tags(runtime)
+    data = load_dataset(cfg["dataset"], seed=cfg["seed"])
+    run.params({f"data.{k}_size": v for k, v in data.sizes().items()} | {"data.input_shape": data.input_shape})
+    model = build_model(cfg["model"], data.input_shape, data.task, data.num_classes)
+    run.text(summary(model), "model_summary.txt")
+    steps = -(-len(data.train[0]) // trainer["batch_size"])
+    optimizer, callbacks = build_optimizer(cfg["optimizer"], steps, trainer["epochs"])
+    train.compile_model(model, optimizer, data.task, trainer)
+    result = train.fit(model, data, trainer, callbacks=[*callbacks, run.epoch_logger()])
+    metrics, predictions = train.evaluate(model, data, trainer["batch_size"])
+    metrics |= {"params": model.count_params(), "training_seconds": result.seconds, "epochs_run": result.epochs_run}
+    if result.best_epoch:
+        metrics["best_epoch"] = result.best_epoch
+        metrics |= {f"best_{k}": v[result.best_epoch - 1] for k, v in result.history.items()}
+    run.tags({"stopped_by": result.stopped_by})
+    title = f"{cfg['model']['name']} on {cfg['dataset']['name']}"
+    fig = plots.learning_curves(result.history, result.best_epoch, title)
+    run.figure(fig, "curves.png")
+    plots.close(fig)
+    if data.task == "classification":
+        report = class_report(data.test[1], predictions, data.class_names)
+        metrics |= report.metrics()
+        run.text(report.text, "classification_report.txt")
+        run.text(json.dumps(report.table, indent=2), "classification_report.json")
+        fig = plots.confusion_figure(report.y_true, report.y_pred, report.labels, report.class_names,
+                                     f"Confusion matrix: {title} (test set)")
+        run.figure(fig, "confusion_matrix.png")
+        plots.close(fig)
+    run.metrics(metrics)
+    if trainer["save_model"]:
+        run.model(model)
+    return data.task, metrics, result.stopped_by
+
+
+def summary(model) -> str:
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    return "\n".join(lines)
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train one configured experiment and log it; returns the metric a sweeper optimises."""
+    yaml_text = OmegaConf.to_yaml(cfg, resolve=True)
+    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    import_plugins(container["plugins"])
+    from nnlab import track
+
+    with track.start_run(container["tracking"], run_tags(container, track.git_commit())) as run:
+        run.params(track.flatten(container))
+        task, metrics, stopped_by = train_and_log(container, yaml_text, run)
+        run_id = run.run_id
+    headline = {k: round(v, 4) for k, v in metrics.items() if k in ("test_accuracy", "test_loss", "test_mae")}
+    uri = track.resolve_uri(container["tracking"]["uri"])
+    print(f"\nnnlab: run {run_id} FINISHED in experiment '{container['tracking']['experiment']}' "
+          f"({stopped_by}): {headline}\n  store: {uri}\n  browse: make ui  (or: mlflow ui --backend-store-uri {uri})")
+    return primary_metric(task, metrics)

@@ -1,0 +1,115 @@
+"""Command line: `nnlab [hydra overrides]` trains one job (or a sweep with -m); `nnlab list` shows what exists.
+
+Errors reach the user as one sentence (what, where, how to fix) and a non-zero exit; HYDRA_FULL_ERROR=1
+brings back full tracebacks.
+"""
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from nnlab import config as _config  # noqa: F401  (registers the schemas before Hydra composes)
+from nnlab.errors import NnlabError, closest, unknown_name
+
+EXIT_CONFIG, EXIT_RUNTIME = 2, 1
+GROUPS = ("dataset", "model", "optimizer", "trainer", "tracking", "experiment")
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def hydra_app(cfg: DictConfig) -> float | None:
+    from nnlab.app import run
+
+    return run(cfg)
+
+
+def config_error(err: BaseException) -> str | None:
+    """One sentence for a Hydra/OmegaConf composition error, or None if `err` is not one."""
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    chain = [err]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    for e in chain:
+        if isinstance(e, MissingConfigException) and e.missing_cfg_file:
+            group, _, name = e.missing_cfg_file.rpartition("/")
+            if e.options:
+                return unknown_name(group or "config", name, e.options) + f" (see `nnlab list`)."
+            return f"Config '{e.missing_cfg_file}' not found; check the name or hydra.searchpath."
+        if isinstance(e, ConfigKeyError) and getattr(e, "full_key", None):
+            return unknown_key(e)
+        if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
+            return f"Invalid value for {e.full_key}: {e.msg}; fix it in the YAML file or the override."
+    for e in chain:
+        if isinstance(e, (HydraException, OmegaConfBaseException)):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return f"Config error: {first}"
+    return None
+
+
+def unknown_key(err) -> str:
+    parent, _, key = err.full_key.rpartition(".")
+    where = parent or "the root config"
+    valid = []
+    schema = getattr(err, "object_type", None)
+    if schema is not None and hasattr(schema, "__dataclass_fields__"):
+        valid = sorted(schema.__dataclass_fields__)
+    if not valid:
+        return f"Unknown key '{err.full_key}'; remove it, or add it with a leading '+' if it is meant to be new."
+    hint = closest(key, valid)
+    guess = f"; did you mean '{hint}'?" if hint else "."
+    return f"Unknown key '{key}' in {where}: valid keys are {', '.join(valid)}{guess}"
+
+
+def list_everything() -> None:
+    """Every config preset (Hydra groups, including user search paths) and every registered builder."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module(config_module="nnlab.conf", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        print("Config presets (choose with GROUP=NAME, experiments with +experiment=NAME):")
+        for group in GROUPS:
+            names = loader.get_group_options(group)
+            print(f"  {group:<11} {', '.join(names)}")
+    from nnlab.data import DATASETS
+    from nnlab.models import MODELS
+    from nnlab.optim import OPTIMIZERS
+
+    print("Registered builders (the `name` key of a preset):")
+    for registry in (DATASETS, MODELS, OPTIMIZERS):
+        print(f"  {registry.kind:<11} {', '.join(registry.names())}")
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["list"]:
+        list_everything()
+        return
+    if args[:1] in (["--version"], ["version"]):
+        from nnlab import __version__
+
+        print(f"nnlab {__version__}")
+        return
+    full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
+    try:
+        hydra_app()
+    except SystemExit:
+        raise
+    except NnlabError as err:
+        if full_errors:
+            raise
+        sys.exit(f"nnlab: error: {err}")
+    except Exception as err:  # noqa: BLE001  (the CLI's last line of defence: one sentence, non-zero)
+        if full_errors:
+            raise
+        message = config_error(err)
+        if message is not None:
+            print(f"nnlab: error: {message}", file=sys.stderr)
+            sys.exit(EXIT_CONFIG)
+        print(f"nnlab: error: {type(err).__name__}: {err} (HYDRA_FULL_ERROR=1 shows the traceback; "
+              f"a started run keeps it in error.txt).", file=sys.stderr)
+        sys.exit(EXIT_RUNTIME)

@@ -1,0 +1,71 @@
+"""Datasets: a registry of loaders that return numpy arrays, so every Keras backend can train on them.
+
+A loader takes its config's keys as keyword arguments plus `seed`, and returns a `Data`. The validation
+split is carved from the training data (seeded); the test split is touched only by the final evaluation.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from nnlab.registry import Registry
+
+DATASETS = Registry("dataset")
+
+Split = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass
+class Data:
+    train: Split
+    val: Split | None
+    test: Split
+    task: str = "classification"  # or "regression"
+    class_names: list[str] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train[0].shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names) if self.class_names else 0
+
+    def sizes(self) -> dict[str, int]:
+        sizes = {"train": len(self.train[0]), "test": len(self.test[0])}
+        sizes["val"] = len(self.val[0]) if self.val is not None else 0
+        return sizes
+
+
+def split_train(
+    x: np.ndarray, y: np.ndarray, *, val_split: float, limit: int | None, seed: int, stratify: bool
+) -> tuple[Split, Split | None]:
+    """Shuffle (seeded), keep at most `limit` examples, and hold out `val_split` of them for validation."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    if limit is not None:
+        order = order[: max(int(limit), 2)]
+    x, y = x[order], y[order]
+    if not val_split:
+        return (x, y), None
+    # Stratify only when every class can appear on both sides; tiny smoke runs may not allow it.
+    labels = y if stratify and np.min(np.unique(y, return_counts=True)[1]) >= 2 else None
+    try:
+        x_tr, x_val, y_tr, y_val = train_test_split(
+            x, y, test_size=val_split, random_state=seed, stratify=labels
+        )
+    except ValueError:
+        x_tr, x_val, y_tr, y_val = train_test_split(x, y, test_size=val_split, random_state=seed)
+    return (x_tr, y_tr), (x_val, y_val)
+
+
+def load_dataset(cfg: Mapping[str, Any], seed: int) -> Data:
+    kwargs = dict(cfg)
+    loader = DATASETS.get(kwargs.pop("name"))
+    return loader(seed=seed, **kwargs)
+
+
+# Import the loaders so that they register themselves.
+from nnlab.data import bundled, idx  # noqa: E402,F401

@@ -1,0 +1,122 @@
+"""MNIST-format datasets: the four IDX files (gzip or raw), as published by LeCun and Zalando."""
+
+import gzip
+import logging
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from nnlab.data import DATASETS, Data, split_train
+from nnlab.errors import DataNotFoundError, NnlabError
+
+log = logging.getLogger(__name__)
+
+FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+URLS = {
+    "fashion_mnist": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "mnist": "https://storage.googleapis.com/cvdf-datasets/mnist/",
+}
+# Debian's `dataset-fashion-mnist` package installs the files here.
+SYSTEM_DIRS = {"fashion_mnist": ["/usr/share/datasets/fashion-mnist"]}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse one IDX file: magic (0, 0, dtype, ndim), big-endian dims, then the data."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise NnlabError(f"Cannot read IDX file {path} ({err}); replace it with an intact copy.") from err
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in DTYPES:
+        raise NnlabError(f"{path} is not an IDX file (bad magic number); replace it with an intact copy.")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(DTYPES[raw[2]])
+    offset = 4 + 4 * ndim
+    if len(raw) - offset != int(np.prod(dims)) * dtype.itemsize:
+        raise NnlabError(f"{path} is truncated: its header promises {dims}; replace it with an intact copy.")
+    return np.frombuffer(raw, dtype, offset=offset).reshape(dims)
+
+
+def find_file(stem: str, dirs: list[Path]) -> Path | None:
+    for d in dirs:
+        for name in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def download(url: str, stems: list[str], dest: Path) -> None:
+    """Fetch the missing files into `dest`, each via a temporary file, so a broken download leaves nothing."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        target = dest / f"{stem}.gz"
+        log.info("downloading %s%s.gz", url, stem)
+        with urllib.request.urlopen(url + stem + ".gz", timeout=15) as resp:
+            with tempfile.NamedTemporaryFile(dir=dest, delete=False) as tmp:
+                shutil.copyfileobj(resp, tmp)
+        os.replace(tmp.name, target)
+
+
+def load_idx_files(name: str, path: str | None, allow_download: bool) -> dict[str, np.ndarray]:
+    if path is None:
+        raise NnlabError(f"dataset.path is not set for '{name}'; set it or the NNLAB_DATA_DIR variable.")
+    root = Path(path).expanduser()
+    dirs = [root] + [Path(d) for d in SYSTEM_DIRS.get(name, [])]
+    found = {key: find_file(stem, dirs) for key, stem in FILES.items()}
+    missing = [FILES[key] for key, f in found.items() if f is None]
+    if missing and allow_download and name in URLS:
+        try:
+            download(URLS[name], missing, root)
+            found = {key: find_file(stem, [root]) for key, stem in FILES.items()}
+            missing = []
+        except OSError as err:
+            log.warning("download of %s failed: %s", name, err)
+    if missing:
+        raise DataNotFoundError(
+            f"{name} files are missing: put {', '.join(m + '.gz' for m in missing)} in {root} "
+            f"(or point dataset.path / NNLAB_DATA_DIR at the folder that holds them)."
+        )
+    return {key: read_idx(f) for key, f in found.items()}
+
+
+def idx_dataset(name: str, class_names: list[str], *, seed: int, path: str | None, limit: int | None,
+                val_split: float, download: bool) -> Data:
+    arrays = load_idx_files(name, path, download)
+    x_train, x_test = (arrays[k].astype("float32")[..., None] / 255.0 for k in ("x_train", "x_test"))
+    y_train, y_test = arrays["y_train"].astype("int64"), arrays["y_test"].astype("int64")
+    if len(x_train) != len(y_train) or len(x_test) != len(y_test):
+        raise NnlabError(f"{name} images and labels in {path} differ in count; replace the files with a matching set.")
+    train, val = split_train(x_train, y_train, val_split=val_split, limit=limit, seed=seed, stratify=True)
+    return Data(train, val, (x_test, y_test), "classification", class_names)
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(*, seed: int, path: str | None = None, limit: int | None = None, val_split: float = 0.1,
+                  download: bool = True) -> Data:
+    return idx_dataset("fashion_mnist", FASHION_CLASSES, seed=seed, path=path, limit=limit,
+                       val_split=val_split, download=download)
+
+
+@DATASETS.register("mnist")
+def mnist(*, seed: int, path: str | None = None, limit: int | None = None, val_split: float = 0.1,
+          download: bool = True) -> Data:
+    return idx_dataset("mnist", [str(i) for i in range(10)], seed=seed, path=path, limit=limit,
+                       val_split=val_split, download=download)
