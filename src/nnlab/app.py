@@ -1,13 +1,17 @@
 """The Hydra task: compose -> build -> fit -> log. One job, one MLflow run."""
 
 import importlib
+import importlib.util
 import json
 import logging
+import sys
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import __version__
+from nnlab.errors import NnlabError
 
 log = logging.getLogger("nnlab")
 
@@ -17,9 +21,23 @@ def primary_metric(task: str, metrics: dict[str, float]) -> float | None:
     return metrics.get("test_accuracy") if task == "classification" else metrics.get("test_loss")
 
 
-def import_plugins(modules: list[str]) -> None:
-    for module in modules:
-        importlib.import_module(module)
+def import_plugins(plugins: list[str]) -> None:
+    """Import user modules (dotted names, or .py paths relative to the working directory) so they register."""
+    for plugin in plugins:
+        if plugin.endswith(".py"):
+            path = Path(plugin).expanduser().resolve()
+            if not path.is_file():
+                raise NnlabError(f"Plugin file {path} does not exist; fix the `plugins` list in your config.")
+            spec = importlib.util.spec_from_file_location(f"nnlab_plugin_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(plugin)
+            except ModuleNotFoundError as err:
+                raise NnlabError(f"Plugin module '{plugin}' cannot be imported ({err}); install it, "
+                                 "or list a .py file path in `plugins` instead.") from err
 
 
 def run_tags(cfg: dict[str, Any], commit: str | None) -> dict[str, Any]:
@@ -55,7 +73,12 @@ def train_and_log(cfg: dict[str, Any], yaml_text: str, run) -> tuple[str, dict[s
     run.tags(runtime)
     data = load_dataset(cfg["dataset"], seed=cfg["seed"])
     run.params({f"data.{k}_size": v for k, v in data.sizes().items()} | {"data.input_shape": data.input_shape})
-    model = build_model(cfg["model"], data.input_shape, data.task, data.num_classes)
+    try:
+        model = build_model(cfg["model"], data.input_shape, data.task, data.num_classes)
+    except (ValueError, TypeError) as err:
+        name = cfg["model"]["name"]
+        raise NnlabError(f"Cannot build model '{name}' from its config ({err}); fix conf/model/{name}.yaml "
+                         "or the override.") from err
     run.text(summary(model), "model_summary.txt")
     steps = -(-len(data.train[0]) // trainer["batch_size"])
     optimizer, callbacks = build_optimizer(cfg["optimizer"], steps, trainer["epochs"])

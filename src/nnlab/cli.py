@@ -27,7 +27,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
 def config_error(err: BaseException) -> str | None:
     """One sentence for a Hydra/OmegaConf composition error, or None if `err` is not one."""
     from hydra.errors import HydraException, MissingConfigException
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     chain = [err]
     while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
@@ -38,10 +38,11 @@ def config_error(err: BaseException) -> str | None:
             if e.options:
                 return unknown_name(group or "config", name, e.options) + f" (see `nnlab list`)."
             return f"Config '{e.missing_cfg_file}' not found; check the name or hydra.searchpath."
-        if isinstance(e, ConfigKeyError) and getattr(e, "full_key", None):
+        if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and getattr(e, "full_key", None):
             return unknown_key(e)
         if isinstance(e, OmegaConfBaseException) and getattr(e, "full_key", None):
-            return f"Invalid value for {e.full_key}: {e.msg}; fix it in the YAML file or the override."
+            msg = str(e.msg).strip().splitlines()[0].rstrip(".")
+            return f"Invalid value for {e.full_key}: {msg}; fix it in the YAML file or the override."
     for e in chain:
         if isinstance(e, (HydraException, OmegaConfBaseException)):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -94,6 +95,7 @@ def main() -> None:
         print(f"nnlab {__version__}")
         return
     full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
     try:
         hydra_app()

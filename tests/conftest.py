@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny generated datasets and private MLflow stores. No network, never ../shared."""
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IDX_CODES = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D}
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    code = IDX_CODES[array.dtype.type]
+    header = bytes([0, 0, code, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        with gzip.open(path, "wb") as f:
+            f.write(payload)
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+def make_idx_dataset(root: Path, n_train: int = 300, n_test: int = 100, classes: int = 10, seed: int = 0,
+                     compress: bool = True) -> Path:
+    """MNIST-layout files whose classes are learnable: class k lights up a bright stripe at row 2k+3."""
+    rng = np.random.default_rng(seed)
+    suffix = ".gz" if compress else ""
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % classes
+        rng.shuffle(labels)
+        images = rng.integers(0, 60, size=(n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 2 * k + 3 : 2 * k + 5, 4:24] = 250
+        write_idx(root / f"{prefix}-images-idx3-ubyte{suffix}", images, compress)
+        write_idx(root / f"{prefix}-labels-idx1-ubyte{suffix}", labels.astype(np.uint8), compress)
+    return root
+
+
+@pytest.fixture
+def idx_dir(tmp_path: Path) -> Path:
+    return make_idx_dataset(tmp_path / "fashion-mnist")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m nnlab ARGS` in a subprocess, as a user types it."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "nnlab", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli

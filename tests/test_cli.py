@@ -1,0 +1,41 @@
+"""The command line answers bad input with one sentence and a non-zero exit, before importing Keras."""
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trainer.epochs=abc", "Invalid value for trainer.epochs: Value 'abc' of type 'str' could not be converted"),
+        ("model.widht=3", "Unknown key 'widht' in model: valid keys are activation,"),
+        ("model=mpl", "Unknown model 'mpl': valid model names are cnn, mlp; did you mean 'mlp'?"),
+        ("+experiment=fashion_cnn", "did you mean 'fashion_cnn_adam'?"),
+        ("sead=1", "Unknown key 'sead' in the root config: valid keys are data_root"),
+    ],
+)
+def test_config_errors_are_one_sentence(cli, tmp_path, override, expected):
+    result = cli(override, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nnlab: error: ")
+    assert expected in lines[0]
+    assert not (tmp_path / "mlflow.db").exists(), "a config error must not create a run"
+
+
+def test_did_you_mean_for_a_close_key(cli, tmp_path):
+    result = cli("model.widht=3", cwd=tmp_path)
+    assert "did you mean 'width'?" in result.stderr
+
+
+def test_list_prints_presets_and_registered_builders(cli, tmp_path):
+    result = cli("list", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for word in ("fashion_cnn_adam", "fashion_mlp", "digits", "mnist", "cnn", "mlp", "rmsprop", "nadam", "adamw"):
+        assert word in result.stdout
+
+
+def test_version(cli, tmp_path):
+    result = cli("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("nnlab ")

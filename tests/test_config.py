@@ -1,0 +1,90 @@
+"""Typed configs: composition, validation before any Keras import, schema <-> builder agreement."""
+
+import dataclasses
+import inspect
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from nnlab.config import SCHEMAS, user_data_dir
+
+EXPERIMENTS = ["fashion_mlp", "fashion_cnn_adam"]
+
+
+def composed(*overrides: str):
+    with initialize_config_module(config_module="nnlab.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_default_config_is_the_offline_digits_mlp():
+    cfg = composed()
+    assert cfg.dataset.name == "digits"
+    assert cfg.model.name == "mlp"
+    assert cfg.optimizer.name == "adam"
+    assert cfg.tracking.uri == "sqlite:///mlflow.db"
+    assert OmegaConf.is_missing(cfg, "seed") is False
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiments_compose_and_resolve(name, monkeypatch):
+    monkeypatch.setenv("NNLAB_DATA_DIR", "/data/root")
+    cfg = composed(f"+experiment={name}")
+    assert cfg.dataset.name == "fashion_mnist"
+    assert cfg.dataset.path == "/data/root/fashion-mnist"
+    assert cfg.trainer.max_minutes == 20
+
+
+def test_data_root_falls_back_to_a_user_folder(monkeypatch):
+    monkeypatch.delenv("NNLAB_DATA_DIR", raising=False)
+    cfg = composed("dataset=mnist")
+    assert cfg.dataset.path == f"{user_data_dir()}/mnist"
+
+
+def test_wrong_type_is_rejected_while_composing():
+    with pytest.raises(Exception) as err:
+        composed("trainer.epochs=abc")
+    assert "could not be converted to Integer" in str(err.value.__cause__)
+
+
+def test_unknown_key_is_rejected_while_composing():
+    with pytest.raises(Exception, match="widht"):
+        composed("model.widht=3")
+
+
+@pytest.mark.parametrize("group", ["model", "dataset"])
+def test_every_registered_builder_takes_exactly_its_schema_keys(group):
+    """YAML keys are the builder's keyword arguments: a renamed argument must fail here."""
+    if group == "model":
+        from nnlab.models import MODELS as registry
+        runtime = {"x"}
+    else:
+        from nnlab.data import DATASETS as registry
+        runtime = {"seed"}
+    for name, schema in SCHEMAS[group].items():
+        params = set(inspect.signature(registry.get(name)).parameters) - runtime
+        fields = {f.name for f in dataclasses.fields(schema)} - {"name"}
+        assert params == fields, f"{group} '{name}': builder {sorted(params)} != schema {sorted(fields)}"
+
+
+def test_optimizer_schema_keys_are_keras_arguments():
+    from nnlab.optim import OPTIMIZERS
+
+    for name, schema in SCHEMAS["optimizer"].items():
+        params = set(inspect.signature(OPTIMIZERS.get(name)).parameters)
+        fields = {f.name for f in dataclasses.fields(schema)} - {"name", "schedule"}
+        assert fields <= params, f"optimizer '{name}': {sorted(fields - params)} are not Keras arguments"
+
+
+def test_cfg_job_never_imports_tensorflow_or_keras():
+    code = (
+        "import sys; sys.argv = ['nnlab', '+experiment=fashion_cnn_adam', '--cfg', 'job'];"
+        "from nnlab.cli import main; main();"
+        "print('IMPORTED', sorted(m for m in ('tensorflow', 'keras', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "name: cnn" in out.stdout
+    assert "IMPORTED []" in out.stdout
