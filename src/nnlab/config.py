@@ -114,11 +114,17 @@ class SGDConfig(OptimizerConfig):
 
 
 @dataclass
-class AdamConfig(OptimizerConfig):
-    name: str = "adam"
+class MomentsConfig(OptimizerConfig):
+    """The Adam family's first/second-moment settings."""
+
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
+
+
+@dataclass
+class AdamConfig(MomentsConfig):
+    name: str = "adam"
     amsgrad: bool = False
 
 
@@ -129,11 +135,8 @@ class AdamWConfig(AdamConfig):
 
 
 @dataclass
-class NadamConfig(OptimizerConfig):
+class NadamConfig(MomentsConfig):
     name: str = "nadam"
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
 
 
 @dataclass

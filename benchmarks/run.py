@@ -1,0 +1,99 @@
+"""`make bench`: the issue's measurements on the real datasets (not in CI; minutes to an hour).
+
+  cfg       seconds for `python -m nnlab --cfg job` (target <= 1.5 s)
+  overhead  nnlab wall time / plain Keras wall time, same model, data and epochs (target <= 1.03)
+  fashion   fashion_mlp and fashion_cnn_adam: test accuracy and wall time (targets 89.5% / 93.5%)
+
+Usage: python benchmarks/run.py [cfg overhead fashion] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
+points it at ../shared/datasets). Results: bench-results/results.json and printed Markdown.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE.parent / "bench-results"
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def timed(cmd: list[str], cwd: str) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return elapsed, proc.stdout
+
+
+def nnlab(*args: str) -> list[str]:
+    return [sys.executable, "-m", "nnlab", *args]
+
+
+def last_run(store: str, experiment: str) -> dict:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name(experiment)
+    run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
+    return {"run_id": run.info.run_id, "status": run.info.status, **run.data.metrics,
+            "stopped_by": run.data.tags.get("stopped_by")}
+
+
+def bench_cfg(work: str) -> dict:
+    timed(nnlab("--cfg", "job"), work)  # warm the file cache
+    times = [timed(nnlab("+experiment=fashion_cnn_adam", "--cfg", "job"), work)[0] for _ in range(5)]
+    return {"cfg_job_seconds_median": statistics.median(times), "cfg_job_seconds_all": times}
+
+
+def bench_overhead(work: str, epochs: int) -> dict:
+    data = os.path.join(os.environ["NNLAB_DATA_DIR"], "fashion-mnist")
+    plain, out = timed([sys.executable, str(HERE / "plain_keras.py"), data, str(epochs)], work)
+    store = f"sqlite:///{work}/overhead.db"
+    runner, _ = timed(nnlab("+experiment=fashion_mlp", f"trainer.epochs={epochs}", f"tracking.uri={store}",
+                            "tracking.experiment=overhead"), work)
+    run = last_run(store, "overhead")
+    return {"epochs": epochs, "plain_seconds": plain, "nnlab_seconds": runner, "ratio": runner / plain,
+            "plain_output": out.strip().splitlines()[-1], "nnlab_test_accuracy": run["test_accuracy"]}
+
+
+def bench_fashion(work: str) -> dict:
+    results = {}
+    store = f"sqlite:///{work}/fashion.db"
+    for name in ("fashion_mlp", "fashion_cnn_adam"):
+        seconds, _ = timed(nnlab(f"+experiment={name}", f"tracking.uri={store}"), work)
+        run = last_run(store, "fashion_mnist")
+        results[name] = {"wall_seconds": seconds, "training_seconds": run["training_seconds"],
+                         "test_accuracy": run["test_accuracy"], "epochs_run": run["epochs_run"],
+                         "stopped_by": run["stopped_by"], "status": run["status"]}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", default=["cfg", "overhead", "fashion"])
+    parser.add_argument("--epochs", type=int, default=10, help="epochs for the overhead comparison")
+    args = parser.parse_args()
+    if "NNLAB_DATA_DIR" not in os.environ:
+        sys.exit("bench: set NNLAB_DATA_DIR to the folder holding fashion-mnist/ (e.g. ../shared/datasets).")
+    OUT.mkdir(exist_ok=True)
+    results_file = OUT / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    with tempfile.TemporaryDirectory() as work:
+        for which in args.which:
+            print(f"bench: {which} ...", flush=True)
+            result = {"cfg": lambda: bench_cfg(work), "overhead": lambda: bench_overhead(work, args.epochs),
+                      "fashion": lambda: bench_fashion(work)}[which]()
+            results[which] = {**result, "when": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count()}
+            results_file.write_text(json.dumps(results, indent=2))
+            print(json.dumps({which: results[which]}, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()
