@@ -4,8 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
-# Benchmarks read the real datasets; override with NNLAB_DATA_DIR=... make bench
-export NNLAB_DATA_DIR ?= $(abspath ../shared/datasets)
+# Benchmarks read the real datasets: $NNLAB_DATA_DIR, else ../shared/datasets beside the checkout
+BENCH_DATA ?= $(or $(NNLAB_DATA_DIR),$(abspath ../shared/datasets))
 
 .PHONY: install run test test-fast ui bench clean
 
@@ -36,7 +36,7 @@ ui: $(STAMP)
 
 ## Benchmarks on the real datasets (minutes to an hour; not in CI). Results land in bench-results/
 bench: $(STAMP)
-	$(PY) benchmarks/run.py $(ARGS)
+	NNLAB_DATA_DIR=$(BENCH_DATA) $(PY) benchmarks/run.py $(ARGS)
 
 clean:
 	rm -rf outputs multirun bench-results .pytest_cache

@@ -10,7 +10,7 @@ import pytest
         ("model.widht=3", "Unknown key 'widht' in model: valid keys are activation,"),
         ("model=mpl", "Unknown model 'mpl': valid model names are cnn, mlp; did you mean 'mlp'?"),
         ("+experiment=fashion_cnn", "did you mean 'fashion_cnn_adam'?"),
-        ("sead=1", "Unknown key 'sead' in the root config: valid keys are data_root"),
+        ("sead=1", "Unknown key 'sead' in the root config: valid keys are augment, data_root"),
     ],
 )
 def test_config_errors_are_one_sentence(cli, tmp_path, override, expected):

@@ -61,24 +61,16 @@ def hydra_tags() -> dict[str, Any]:
 
 
 def train_and_log(cfg: dict[str, Any], yaml_text: str, run) -> tuple[str, dict[str, float], str]:
-    from nnlab import plots, train
+    from nnlab import train
     from nnlab.data import load_dataset
-    from nnlab.metrics import class_report
-    from nnlab.models import build_model
     from nnlab.optim import build_optimizer
 
     trainer = cfg["trainer"]
     run.text(yaml_text, "config.yaml")
-    runtime = train.setup_runtime(cfg["seed"], trainer["mixed_precision"])
-    run.tags(runtime)
+    run.tags(train.setup_runtime(cfg["seed"], trainer["mixed_precision"]))
     data = load_dataset(cfg["dataset"], seed=cfg["seed"])
     run.params({f"data.{k}_size": v for k, v in data.sizes().items()} | {"data.input_shape": data.input_shape})
-    try:
-        model = build_model(cfg["model"], data.input_shape, data.task, data.num_classes)
-    except (ValueError, TypeError) as err:
-        name = cfg["model"]["name"]
-        raise NnlabError(f"Cannot build model '{name}' from its config ({err}); fix conf/model/{name}.yaml "
-                         "or the override.") from err
+    model = build(cfg["model"], data, cfg["augment"], cfg["seed"])
     run.text(summary(model), "model_summary.txt")
     steps = -(-len(data.train[0]) // trainer["batch_size"])
     optimizer, callbacks = build_optimizer(cfg["optimizer"], steps, trainer["epochs"])
@@ -91,22 +83,45 @@ def train_and_log(cfg: dict[str, Any], yaml_text: str, run) -> tuple[str, dict[s
         metrics |= {f"best_{k}": v[result.best_epoch - 1] for k, v in result.history.items()}
     run.tags({"stopped_by": result.stopped_by})
     title = f"{cfg['model']['name']} on {cfg['dataset']['name']}"
-    fig = plots.learning_curves(result.history, result.best_epoch, title)
-    run.figure(fig, "curves.png")
-    plots.close(fig)
-    if data.task == "classification":
-        report = class_report(data.test[1], predictions, data.class_names)
-        metrics |= report.metrics()
-        run.text(report.text, "classification_report.txt")
-        run.text(json.dumps(report.table, indent=2), "classification_report.json")
-        fig = plots.confusion_figure(report.y_true, report.y_pred, report.labels, report.class_names,
-                                     f"Confusion matrix: {title} (test set)")
-        run.figure(fig, "confusion_matrix.png")
-        plots.close(fig)
+    metrics |= log_figures_and_reports(run, data, result, predictions, title)
     run.metrics(metrics)
     if trainer["save_model"]:
         run.model(model)
     return data.task, metrics, result.stopped_by
+
+
+
+def build(model_cfg: dict[str, Any], data, augment: dict[str, Any], seed: int):
+    from nnlab.data.augment import augmentation_layers
+    from nnlab.models import build_model
+
+    layers = augmentation_layers(**augment, seed=seed)
+    try:
+        return build_model(model_cfg, data.input_shape, data.task, data.num_classes, layers)
+    except (ValueError, TypeError) as err:
+        name = model_cfg["name"]
+        raise NnlabError(f"Cannot build model '{name}' from its config ({err}); fix conf/model/{name}.yaml "
+                         "or the override.") from err
+
+
+def log_figures_and_reports(run, data, result, predictions, title: str) -> dict[str, float]:
+    """Curves for every job; confusion matrix and per-class report for classifiers. Returns extra metrics."""
+    from nnlab import plots
+    from nnlab.metrics import class_report
+
+    fig = plots.learning_curves(result.history, result.best_epoch, title)
+    run.figure(fig, "curves.png")
+    plots.close(fig)
+    if data.task != "classification":
+        return {}
+    report = class_report(data.test[1], predictions, data.class_names)
+    run.text(report.text, "classification_report.txt")
+    run.text(json.dumps(report.table, indent=2), "classification_report.json")
+    fig = plots.confusion_figure(report.y_true, report.y_pred, report.labels, report.class_names,
+                                 f"Confusion matrix: {title} (test set)")
+    run.figure(fig, "confusion_matrix.png")
+    plots.close(fig)
+    return report.metrics()
 
 
 def summary(model) -> str:

@@ -43,6 +43,19 @@ class IdxConfig(DatasetConfig):
     download: bool = True  # try the public URL when the files are missing
 
 
+@dataclass
+class AugmentConfig:
+    """Training-only augmentation (Keras preprocessing layers); the keys of nnlab.data.augment."""
+
+    flip: str | None = None  # horizontal | vertical | horizontal_and_vertical
+    rotation: float = 0.0  # fraction of a full turn
+    zoom: float = 0.0  # fraction of the image size
+    shift: float = 0.0  # fraction of the image size
+    contrast: float = 0.0
+    brightness: float = 0.0  # images are scaled to [0, 1]
+    fill_mode: str = "reflect"  # reflect | constant | nearest | wrap
+
+
 # ---------------------------------------------------------------- models
 @dataclass
 class ModelConfig:
@@ -185,6 +198,7 @@ class Config:
     dataset: Any = MISSING
     model: Any = MISSING
     optimizer: Any = MISSING
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 42

@@ -4,7 +4,7 @@ Builders take their config's keys as keyword arguments, so `conf/model/<name>.ya
 signature written down.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -21,12 +21,17 @@ def head(x, task: str, num_classes: int):
     return keras.layers.Dense(1, dtype="float32", name="head")(x)
 
 
-def build_model(cfg: Mapping[str, Any], input_shape: tuple[int, ...], task: str, num_classes: int) -> keras.Model:
+def build_model(cfg: Mapping[str, Any], input_shape: tuple[int, ...], task: str, num_classes: int,
+                augment: Sequence[keras.layers.Layer] = ()) -> keras.Model:
+    """Input -> training-only augmentation layers -> the registered body -> the task's head."""
     kwargs = dict(cfg)
     name = kwargs.pop("name")
     body = MODELS.get(name)
     inputs = keras.Input(shape=input_shape, name="inputs")
-    outputs = head(body(inputs, **kwargs), task, num_classes)
+    x = inputs
+    for layer in augment:
+        x = layer(x)
+    outputs = head(body(x, **kwargs), task, num_classes)
     return keras.Model(inputs, outputs, name=name)
 
 
