@@ -3,7 +3,6 @@
 import importlib
 import importlib.util
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnlab import __version__
 from nnlab.errors import NnlabError
-
-log = logging.getLogger("nnlab")
 
 
 def primary_metric(task: str, metrics: dict[str, float]) -> float | None:
