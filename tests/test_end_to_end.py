@@ -105,3 +105,12 @@ def test_a_user_config_dir_adds_a_model_and_an_experiment_without_package_edits(
     _, runs = runs_of(store, "my_lab")
     assert runs[0].data.params["model.name"] == "mlp_skip"
     assert runs[0].info.status == "FINISHED"
+
+
+def test_a_multirun_sweep_logs_one_finished_run_per_job(cli, tmp_path, store):
+    result = cli("-m", "optimizer=sgd,adam", "trainer.epochs=1", "dataset.limit=200", "trainer.save_model=false",
+                 f"tracking.uri={store}", "tracking.experiment=sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = runs_of(store, "sweep")
+    assert sorted(r.data.tags["optimizer"] for r in runs) == ["adam", "sgd"]
+    assert {r.info.status for r in runs} == {"FINISHED"}

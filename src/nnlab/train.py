@@ -38,6 +38,8 @@ def devices() -> list[str]:
 
 def setup_runtime(seed: int, mixed_precision: bool) -> dict[str, Any]:
     """Seed everything and pick the dtype policy; returns facts worth logging."""
+    # Jobs of a sweep share one process: drop the previous job's graphs and layer-name counters.
+    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     gpus = devices()
     # float16 compute on a CPU is emulated and slow, so the switch only takes effect on an accelerator.
