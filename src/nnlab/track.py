@@ -16,6 +16,8 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from nnlab.optim import current_lr
+
 log = logging.getLogger(__name__)
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit for a param value
@@ -117,7 +119,7 @@ class EpochLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         metrics = dict(logs or {})
         try:
-            metrics["lr"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            metrics["lr"] = current_lr(self.model.optimizer)
         except (AttributeError, TypeError, ValueError):
             pass
         self.run.metrics(metrics, step=epoch + 1)

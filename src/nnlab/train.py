@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -106,7 +106,6 @@ class FitResult:
     epochs_run: int
     stopped_by: str  # "epochs" | "early_stopping" | "time_budget"
     best_epoch: int | None = None  # 1-based, by the early-stopping monitor (val_loss by default)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def best_epoch(history: Mapping[str, Sequence[float]], monitor: str) -> int | None:
@@ -124,7 +123,9 @@ def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: S
         stopper = TimeBudget(float(trainer["max_minutes"]))
         own.append(stopper)
     es = trainer.get("early_stopping") or {}
-    monitor = es.get("monitor", "val_loss") if data.val is not None else es.get("monitor", "val_loss").removeprefix("val_")
+    monitor = es.get("monitor", "val_loss")
+    if data.val is None:  # no validation split: watch the training quantity instead
+        monitor = monitor.removeprefix("val_")
     if es.get("patience") is not None:
         early = keras.callbacks.EarlyStopping(
             monitor=monitor, patience=int(es["patience"]), min_delta=es.get("min_delta", 0.0),
