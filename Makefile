@@ -7,7 +7,7 @@ ARGS   ?=
 # Benchmarks read the real datasets: $NNLAB_DATA_DIR, else ../shared/datasets beside the checkout
 BENCH_DATA ?= $(or $(NNLAB_DATA_DIR),$(abspath ../shared/datasets))
 
-.PHONY: install run test test-fast ui bench clean
+.PHONY: install backends run test test-fast ui bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
@@ -17,6 +17,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## JAX and PyTorch (CPU builds) beside TensorFlow, so the backend tests run instead of skipping.
+## torch==2.13.0 is pinned because a plain `torch` pulls a multi-GB CUDA build.
+backends: $(VENV)/.backends
+$(VENV)/.backends: $(STAMP)
+	$(PY) -m pip install -q "torch==2.13.0" "jax>=0.4.30"
+	touch $@
 
 ## Train the embedded default (scikit-learn digits, MLP) offline; extra Hydra overrides via ARGS="..."
 run: $(STAMP)

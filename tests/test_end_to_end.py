@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from data_fixtures import corrupt, make_split_tree
 from nnlab.data.idx import FASHION_CLASSES
 from nnlab.metrics import metric_safe
 
@@ -86,6 +87,27 @@ def test_missing_data_fails_the_run_with_one_sentence(cli, tmp_path, store):
     assert runs[0].info.status == "FAILED"
     assert "files are missing" in runs[0].data.tags["error"]
     assert "model" not in {a.path for a in client.list_artifacts(runs[0].info.run_id)}
+
+
+def test_too_many_broken_images_fail_the_run_and_name_the_files(cli, tmp_path, store):
+    root = make_split_tree(tmp_path / "pets", ["cat", "dog"], 5, 2)
+    for f in sorted((root / "train" / "cat").iterdir())[:2]:
+        corrupt(f)
+    result = cli("dataset=image_folder", f"dataset.path={root}", "dataset.image_size=[8,8]",
+                 f"tracking.uri={store}", "tracking.experiment=broken", cwd=tmp_path,
+                 env={"NNLAB_CACHE_DIR": str(tmp_path / "cache")})
+    assert result.returncode == 1
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("nnlab: error:")]
+    assert "2 of 14 images" in error and "0000.png" in error and "dataset.max_bad_fraction" in error
+    client, runs = runs_of(store, "broken")
+    assert runs[0].info.status == "FAILED" and "cannot be read" in runs[0].data.tags["error"]
+
+
+def test_a_missing_image_folder_is_one_sentence_with_the_layout(cli, tmp_path, store):
+    result = cli("dataset=fruits", f"dataset.path={tmp_path / 'fruits'}", f"tracking.uri={store}", cwd=tmp_path)
+    assert result.returncode == 1
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("nnlab: error:")]
+    assert f"{tmp_path / 'fruits'} does not exist" in error and "<path>/Training/<class>/" in error
 
 
 def test_time_budget_and_early_stopping_are_recorded(cli, tmp_path, store):

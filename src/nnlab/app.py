@@ -66,13 +66,13 @@ def train_and_log(cfg: dict[str, Any], yaml_text: str, run) -> tuple[str, dict[s
     run.text(yaml_text, "config.yaml")
     run.tags(train.setup_runtime(cfg["seed"], trainer["mixed_precision"]))
     data = load_dataset(cfg["dataset"], seed=cfg["seed"])
-    run.params({f"data.{k}_size": v for k, v in data.sizes().items()} | {"data.input_shape": data.input_shape})
+    log_data_facts(run, data)
     model = build(cfg["model"], data, cfg["augment"], cfg["seed"])
     run.text(summary(model), "model_summary.txt")
     steps = -(-len(data.train[0]) // trainer["batch_size"])
     optimizer, callbacks = build_optimizer(cfg["optimizer"], steps, trainer["epochs"])
     train.compile_model(model, optimizer, data.task, trainer)
-    result = train.fit(model, data, trainer, callbacks=[*callbacks, run.epoch_logger()])
+    result = train.fit(model, data, trainer, callbacks=[*callbacks, run.epoch_logger()], seed=cfg["seed"])
     metrics, predictions = train.evaluate(model, data, trainer["batch_size"])
     metrics |= {"params": model.count_params(), "training_seconds": result.seconds, "epochs_run": result.epochs_run}
     if result.best_epoch:
@@ -88,11 +88,20 @@ def train_and_log(cfg: dict[str, Any], yaml_text: str, run) -> tuple[str, dict[s
 
 
 
+def log_data_facts(run, data) -> None:
+    """Sizes, shape and what the loader skipped (counts as params, the file list as data_problems.txt)."""
+    facts = {f"{k}_size": v for k, v in data.sizes().items()} | {"input_shape": data.input_shape}
+    facts |= {k: v for k, v in data.info.items() if k != "problems"}
+    run.params({f"data.{k}": v for k, v in facts.items()})
+    if data.info.get("problems"):
+        run.text("\n".join(data.info["problems"]) + "\n", "data_problems.txt")
+
+
 def build(model_cfg: dict[str, Any], data, augment: dict[str, Any], seed: int):
-    from nnlab.data.augment import augmentation_layers
+    from nnlab.data.augment import input_layers
     from nnlab.models import build_model
 
-    layers = augmentation_layers(**augment, seed=seed)
+    layers = input_layers(data.rescale, augment, seed)
     try:
         return build_model(model_cfg, data.input_shape, data.task, data.num_classes, layers)
     except (ValueError, TypeError) as err:

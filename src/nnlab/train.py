@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from nnlab.data import Data
+from nnlab.data.pipeline import batches
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,8 @@ def best_epoch(history: Mapping[str, Sequence[float]], monitor: str) -> int | No
     return int(pick(values)) + 1
 
 
-def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: Sequence[Any] = ()) -> FitResult:
+def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: Sequence[Any] = (),
+        seed: int = 0) -> FitResult:
     own: list[Any] = []
     stopper = early = None
     if trainer.get("max_minutes"):
@@ -135,11 +137,12 @@ def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: S
     verbose = trainer.get("verbose")
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    batch_size = int(trainer["batch_size"])
+    train_batches = batches(*data.train, batch_size, shuffle=True, seed=seed)
+    val_batches = batches(*data.val, batch_size, shuffle=False) if data.val is not None else None
     start = time.perf_counter()
-    history = model.fit(
-        *data.train, validation_data=data.val, epochs=int(trainer["epochs"]),
-        batch_size=int(trainer["batch_size"]), callbacks=[*own, *callbacks], verbose=verbose,
-    )
+    history = model.fit(train_batches, validation_data=val_batches, epochs=int(trainer["epochs"]),
+                        callbacks=[*own, *callbacks], verbose=verbose, shuffle=False)  # batches() shuffles
     seconds = time.perf_counter() - start
     epochs_run = len(history.epoch)
     stopped_by = "epochs"
@@ -153,6 +156,12 @@ def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: S
 def evaluate(model: keras.Model, data: Data, batch_size: int) -> tuple[dict[str, float], np.ndarray]:
     """Test metrics (prefixed test_) and the raw predictions, computed once each."""
     x_test, y_test = data.test
-    scores = model.evaluate(x_test, y_test, batch_size=batch_size, verbose=0, return_dict=True)
+    scores = model.evaluate(batches(x_test, y_test, batch_size, shuffle=False), verbose=0, return_dict=True)
     predictions = model.predict(x_test, batch_size=batch_size, verbose=0)
-    return {f"test_{k}": float(v) for k, v in scores.items()}, predictions
+    metrics = {f"test_{k}": float(v) for k, v in scores.items()}
+    if data.target_scale is not None:  # also report the error in the target's own units (passengers, $…)
+        offset, scale = data.target_scale
+        error = (np.asarray(predictions).reshape(-1) - np.asarray(y_test).reshape(-1)) * scale
+        metrics |= {"test_mae_original": float(np.abs(error).mean()),
+                    "test_rmse_original": float(np.sqrt((error**2).mean()))}
+    return metrics, predictions

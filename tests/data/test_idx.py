@@ -36,12 +36,12 @@ def test_read_idx_rejects_a_non_idx_file(tmp_path):
         read_idx(path)
 
 
-def test_fashion_mnist_loads_scaled_images_with_a_seeded_stratified_split(idx_dir):
+def test_fashion_mnist_loads_uint8_pixels_for_the_model_to_rescale_with_a_stratified_split(idx_dir):
     data = fashion(idx_dir)
     assert data.input_shape == (28, 28, 1)
     assert data.class_names == FASHION_CLASSES
     assert data.sizes() == {"train": 270, "val": 30, "test": 100}
-    assert data.train[0].dtype == np.float32 and 0.0 <= data.train[0].min() and data.train[0].max() <= 1.0
+    assert data.train[0].dtype == np.uint8 and data.train[0].max() == 250 and data.rescale == 1 / 255
     assert np.bincount(data.val[1], minlength=10).tolist() == [3] * 10
     again = fashion(idx_dir)
     assert np.array_equal(again.val[1], data.val[1])

@@ -5,7 +5,7 @@ split is carved from the training data (seeded); the test split is touched only 
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,9 @@ class Data:
     test: Split
     task: str = "classification"  # or "regression"
     class_names: list[str] | None = None
+    rescale: float | None = None  # the model multiplies its inputs by this (uint8 pixels -> [0, 1])
+    target_scale: tuple[float, float] | None = None  # (offset, scale): y_original = y * scale + offset
+    info: dict[str, Any] = field(default_factory=dict)  # facts worth logging: skipped files, feature names…
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -61,6 +64,12 @@ def split_train(
     return (x_tr, y_tr), (x_val, y_val)
 
 
+def holdout(x: np.ndarray, y: np.ndarray, *, test_split: float, seed: int, stratify: bool) -> tuple[Split, Split]:
+    """A seeded (stratified where possible) test split for datasets published without one."""
+    (x_tr, y_tr), test = split_train(x, y, val_split=test_split, limit=None, seed=seed, stratify=stratify)
+    return (x_tr, y_tr), test
+
+
 def load_dataset(cfg: Mapping[str, Any], seed: int) -> Data:
     kwargs = dict(cfg)
     loader = DATASETS.get(kwargs.pop("name"))
@@ -68,4 +77,4 @@ def load_dataset(cfg: Mapping[str, Any], seed: int) -> Data:
 
 
 # Import the loaders so that they register themselves.
-from nnlab.data import bundled, idx  # noqa: E402,F401
+from nnlab.data import bundled, folders, idx, tables  # noqa: E402,F401

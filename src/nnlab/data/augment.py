@@ -32,3 +32,9 @@ def augmentation_layers(*, flip: str | None = None, rotation: float = 0.0, zoom:
         layers.append(keras.layers.RandomBrightness(brightness, value_range=(0.0, 1.0), seed=seed,
                                                     name="aug_brightness"))
     return layers
+
+
+def input_layers(rescale: float | None, augment: dict, seed: int | None) -> list[keras.layers.Layer]:
+    """Rescaling of raw pixels (so the saved model takes what a camera gives), then training-only augmentation."""
+    scaling = [keras.layers.Rescaling(rescale, name="rescale")] if rescale else []
+    return scaling + augmentation_layers(**augment, seed=seed)

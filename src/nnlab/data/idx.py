@@ -100,12 +100,12 @@ def load_idx_files(name: str, path: str | None, allow_download: bool) -> dict[st
 def idx_dataset(name: str, class_names: list[str], *, seed: int, path: str | None, limit: int | None,
                 val_split: float, download: bool) -> Data:
     arrays = load_idx_files(name, path, download)
-    x_train, x_test = (arrays[k].astype("float32")[..., None] / 255.0 for k in ("x_train", "x_test"))
+    x_train, x_test = (arrays[k][..., None] for k in ("x_train", "x_test"))  # uint8: the model rescales
     y_train, y_test = arrays["y_train"].astype("int64"), arrays["y_test"].astype("int64")
     if len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise NnlabError(f"{name} images and labels in {path} differ in count; replace the files with a matching set.")
     train, val = split_train(x_train, y_train, val_split=val_split, limit=limit, seed=seed, stratify=True)
-    return Data(train, val, (x_test, y_test), "classification", class_names)
+    return Data(train, val, (x_test, y_test), "classification", class_names, rescale=1 / 255)
 
 
 @DATASETS.register("fashion_mnist")

@@ -1,0 +1,118 @@
+"""Decode image files once into a uint8 array, cached on disk and memory-mapped on later runs.
+
+Decoding is the slow part of every image lab (JPEG → pixels → resize), and it gives the same answer every
+epoch and every run, so it happens once: in parallel threads (Pillow releases the GIL while decoding), into a
+`.npy` file under the cache folder that later runs map without reading it all. Unreadable files are skipped
+and reported, never silently dropped: the caller decides whether too many were bad.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from nnlab.errors import NnlabError
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+CACHE_VERSION = 1
+COLOR_MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1)}
+
+
+@dataclass
+class Decoded:
+    images: np.ndarray  # uint8, (n_good, height, width, channels)
+    good: np.ndarray  # indices into the requested file list
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
+
+
+def decode_one(path: Path, size: tuple[int, int], mode: str, crop: bool) -> np.ndarray:
+    """One file → (height, width, channels) uint8; grayscale, palette and RGBA files are converted to `mode`."""
+    height, width = size
+    with Image.open(path) as im:
+        im.draft(mode, (width, height))  # JPEG: let libjpeg decode at a reduced scale when it can
+        im = im.convert(mode)
+        if crop:  # centre crop to the target aspect ratio, as Keras's crop_to_aspect_ratio does
+            scale = min(im.width / width, im.height / height)
+            w, h = round(width * scale), round(height * scale)
+            left, top = (im.width - w) // 2, (im.height - h) // 2
+            im = im.crop((left, top, left + w, top + h))
+        if im.size != (width, height):
+            im = im.resize((width, height), Image.Resampling.BILINEAR)
+        array = np.asarray(im, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def decode_files(files: Sequence[Path], size: tuple[int, int], color_mode: str = "rgb", crop: bool = False,
+                 workers: int | None = None) -> Decoded:
+    if color_mode not in COLOR_MODES:
+        raise NnlabError(f"color_mode '{color_mode}' is not one of {sorted(COLOR_MODES)}; fix dataset.color_mode.")
+    mode, channels = COLOR_MODES[color_mode]
+    images = np.empty((len(files), size[0], size[1], channels), np.uint8)
+    ok = np.zeros(len(files), bool)
+    bad: list[tuple[str, str]] = []
+
+    def work(i: int) -> None:
+        try:
+            images[i] = decode_one(files[i], size, mode, crop)
+            ok[i] = True
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+            bad.append((str(files[i]), f"{type(err).__name__}: {err}"))
+
+    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
+        list(pool.map(work, range(len(files))))
+    good = np.flatnonzero(ok)
+    return Decoded(images[good] if len(bad) else images, good, sorted(bad))
+
+
+def cache_key(files: Sequence[Path], size: tuple[int, int], color_mode: str, crop: bool) -> str:
+    """Changes when any file is added, removed, replaced or touched, or when the decoding settings change."""
+    h = hashlib.sha256(f"{CACHE_VERSION}|{size}|{color_mode}|{crop}".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def cached_decode(files: Sequence[Path], size: tuple[int, int], color_mode: str = "rgb", crop: bool = False,
+                  cache_dir: str | None = None) -> Decoded:
+    """`decode_files`, memoised in `cache_dir` (None: no cache). The .json sidecar is written last: a run that
+    dies halfway leaves no entry that a later run would trust."""
+    if not cache_dir:
+        return decode_files(files, size, color_mode, crop)
+    folder = Path(cache_dir).expanduser()
+    key = cache_key(files, size, color_mode, crop)
+    array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
+    if meta_path.is_file() and array_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        images = np.load(array_path, mmap_mode="r")
+        log.info("images: %d from cache %s", len(images), array_path)
+        return Decoded(images, np.asarray(meta["good"], np.int64), [tuple(b) for b in meta["bad"]])
+    decoded = decode_files(files, size, color_mode, crop)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(array_path, lambda f: np.save(f, decoded.images))
+        meta = {"good": decoded.good.tolist(), "bad": decoded.bad, "files": len(files)}
+        write_atomic(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+    except OSError as err:  # a read-only or full disk costs speed next time, not this run
+        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder", folder, err)
+    return decoded
+
+
+def write_atomic(path: Path, write) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as tmp:
+        write(tmp)
+    os.replace(tmp.name, path)

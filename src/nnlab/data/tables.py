@@ -1,0 +1,203 @@
+"""Tables and series: Boston housing, the airline-passengers series, and any CSV a user brings.
+
+Every statistic used to scale the inputs (mean, std, min, max) is fitted on the training part only, so the
+validation and test scores are what a model would get on data it has never seen.
+"""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from nnlab.data import DATASETS, Data, holdout, split_train
+from nnlab.errors import DataNotFoundError, NnlabError
+
+log = logging.getLogger(__name__)
+
+BOSTON_COLUMNS = ["CRIM", "ZN", "INDUS", "CHAS", "NOX", "RM", "AGE", "DIS", "RAD", "TAX", "PTRATIO", "B", "LSTAT"]
+BOSTON_FILES = ("housing.data", "housing.csv", "boston.csv", "BostonHousing.csv")
+
+
+def find_table(path: str | None, names: tuple[str, ...], layout: str) -> Path:
+    """`path` itself when it is a file, else the first of `names` inside it."""
+    if path is None:
+        raise NnlabError(f"dataset.path is not set; set it (or NNLAB_DATA_DIR) to {layout}.")
+    root = Path(path).expanduser()
+    if root.is_file():
+        return root
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise DataNotFoundError(f"{layout} is missing: put {' or '.join(names)} in {root}, "
+                            "or point dataset.path at the file.")
+
+
+def standardize(train: np.ndarray, *others: np.ndarray | None) -> list[np.ndarray | None]:
+    mean, std = train.mean(axis=0), train.std(axis=0)
+    std = np.where(std > 0, std, 1.0)  # a constant column stays at zero instead of dividing by zero
+    return [(a - mean) / std if a is not None else None for a in (train, *others)]
+
+
+def scale_split(train, val, test, scale: bool) -> tuple:
+    if not scale:
+        return train, val, test
+    x_tr, x_val, x_te = standardize(train[0], None if val is None else val[0], test[0])
+    return (x_tr, train[1]), (None if val is None else (x_val, val[1])), (x_te, test[1])
+
+
+def kfold_split(x: np.ndarray, y: np.ndarray, folds: int, fold: int, seed: int):
+    from sklearn.model_selection import KFold
+
+    if not 0 <= fold < folds:
+        raise NnlabError(f"dataset.fold={fold} is outside 0..{folds - 1}; pick one of the {folds} folds.")
+    train_idx, val_idx = list(KFold(folds, shuffle=True, random_state=seed).split(x))[fold]
+    return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
+
+
+@DATASETS.register("boston")
+def boston(
+    *, seed: int, path: str | None = None, limit: int | None = None, val_split: float = 0.1,
+    test_split: float = 0.2, split_seed: int = 113, folds: int | None = None, fold: int = 0,
+    standardize_features: bool = True,
+) -> Data:
+    """UCI `housing.data` (whitespace) or the same 14 columns as CSV; target MEDV in $1000s. The test split is
+    `keras.datasets.boston_housing`'s (shuffle with seed 113, last 20%), so scores compare with the textbook's.
+    With `folds`, validation is fold `fold` of a k-fold split of the training part instead of `val_split`."""
+    file = find_table(path, BOSTON_FILES, "the Boston housing table (housing.data: 506 rows x 14 columns)")
+    table = read_numeric(file)
+    if table.ndim != 2 or table.shape[1] != 14:
+        raise NnlabError(f"{file} has shape {table.shape}; a Boston housing table has 14 numeric columns "
+                         "(13 features, then MEDV). Replace it with the UCI housing.data.")
+    x, y = table[:, :13].astype(np.float32), table[:, 13].astype(np.float32)
+    order = np.random.RandomState(split_seed).permutation(len(x))
+    cut = int(len(x) * (1 - test_split))
+    (x_pool, y_pool), test = (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
+    if folds:
+        train, val = kfold_split(x_pool, y_pool, int(folds), int(fold), seed)
+    else:
+        train, val = split_train(x_pool, y_pool, val_split=val_split, limit=limit, seed=seed, stratify=False)
+    train, val, test = scale_split(train, val, test, standardize_features)
+    return Data(train, val, test, "regression", None, info={"features": ",".join(BOSTON_COLUMNS)})
+
+
+def read_numeric(file: Path) -> np.ndarray:
+    first = file.read_text(encoding="utf-8", errors="replace").lstrip().split("\n", 1)[0]
+    delimiter = "," if "," in first else None  # None: any whitespace, as in the UCI file
+    skip = 0 if first.replace(",", " ").split()[0].lstrip("-").replace(".", "", 1).isdigit() else 1
+    try:
+        return np.loadtxt(file, delimiter=delimiter, skiprows=skip, dtype=np.float64, ndmin=2)
+    except ValueError as err:
+        raise NnlabError(f"{file} is not a numeric table ({err}); fix or replace the file.") from err
+
+
+@DATASETS.register("airline")
+def airline(
+    *, seed: int, path: str | None = None, column: str = "Passengers", window: int = 12, test_split: float = 0.33,
+    val_split: float = 0.0, scale: str = "minmax", limit: int | None = None,
+) -> Data:
+    """A monthly series (CSV: Month,Passengers) as windows of `window` months → the next month. The split is
+    chronological (the last `test_split` of the months are the test targets) and the scaler sees the
+    training months only. Metrics are in scaled units; `target_scale` maps predictions back to passengers."""
+    import pandas as pd
+
+    file = find_table(path, ("airline-passengers.csv", "international-airline-passengers.csv", "AirPassengers.csv"),
+                      "the airline-passengers CSV (Month,Passengers)")
+    frame = pd.read_csv(file)
+    if column not in frame.columns:
+        raise NnlabError(f"{file} has columns {list(frame.columns)}, not '{column}'; set dataset.column.")
+    series = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+    if np.isnan(series).any():
+        raise NnlabError(f"{file}: {int(np.isnan(series).sum())} values of '{column}' are not numbers; fix them.")
+    cut = int(round(len(series) * (1 - test_split)))
+    if cut <= window + 1 or len(series) - cut < 1:
+        raise NnlabError(f"{file} has {len(series)} values: too few for window={window} with test_split="
+                         f"{test_split}; shorten dataset.window.")
+    offset, factor = fit_scaler(series[:cut], scale)
+    scaled = (series - offset) / factor
+    x = np.lib.stride_tricks.sliding_window_view(scaled[:-1], window)[..., None].astype(np.float32)
+    y = scaled[window:].astype(np.float32)
+    target_month = np.arange(window, len(series))
+    train_x, train_y = x[target_month < cut], y[target_month < cut]
+    test = (x[target_month >= cut], y[target_month >= cut])
+    if limit is not None:  # keep the most recent windows: the chronology must survive
+        train_x, train_y = train_x[-int(limit):], train_y[-int(limit):]
+    n_val = int(round(len(train_x) * val_split))
+    val = (train_x[len(train_x) - n_val:], train_y[len(train_y) - n_val:]) if n_val else None
+    train = (train_x[: len(train_x) - n_val], train_y[: len(train_y) - n_val])
+    return Data(train, val, test, "regression", None, target_scale=(float(offset), float(factor)),
+                info={"train_months": cut, "test_months": len(series) - cut})
+
+
+def fit_scaler(values: np.ndarray, scale: str) -> tuple[float, float]:
+    if scale == "minmax":
+        return values.min(), max(values.max() - values.min(), 1e-12)
+    if scale == "standard":
+        return values.mean(), max(values.std(), 1e-12)
+    if scale == "none":
+        return 0.0, 1.0
+    raise NnlabError(f"dataset.scale='{scale}' is not one of minmax, standard, none; fix the config.")
+
+
+@DATASETS.register("csv_table")
+def csv_table(
+    *, seed: int, path: str | None = None, target: str = "target", features: list[str] | None = None,
+    task: str = "auto", sep: str | None = None, test_path: str | None = None, limit: int | None = None,
+    val_split: float = 0.1, test_split: float = 0.2, standardize_features: bool = True,
+) -> Data:
+    """Any CSV with a header: `target` is the column to predict, `features` the inputs (default: the rest).
+    Text columns are one-hot encoded; rows with missing values are dropped and counted. `task: auto` means
+    classification for a text target or a whole-number one with at most 20 values, regression otherwise."""
+    if path is None:
+        raise NnlabError("dataset.path is not set; set it to your CSV file (dataset.path=/data/table.csv).")
+    file = Path(path).expanduser()
+    frame, dropped = read_frame(file, sep)
+    test_frame, test_dropped = read_frame(Path(test_path).expanduser(), sep) if test_path else (None, 0)
+    if target not in frame.columns:
+        raise NnlabError(f"{file} has no column '{target}' (its columns: {', '.join(map(str, frame.columns))}); "
+                         "set dataset.target.")
+    x, y, class_names, kind, feature_names = table_arrays(frame, test_frame, target, features, task, file)
+    if test_frame is not None:
+        pool, test = (x[: len(frame)], y[: len(frame)]), (x[len(frame):], y[len(frame):])
+    else:
+        pool, test = holdout(x, y, test_split=test_split, seed=seed, stratify=kind == "classification")
+    train, val = split_train(*pool, val_split=val_split, limit=limit, seed=seed, stratify=kind == "classification")
+    train, val, test = scale_split(train, val, test, standardize_features)
+    info = {"dropped_rows": dropped + test_dropped, "features": ",".join(feature_names)}
+    return Data(train, val, test, kind, class_names, info=info)
+
+
+def read_frame(file: Path, sep: str | None):
+    import pandas as pd
+
+    if not file.is_file():
+        raise DataNotFoundError(f"CSV file {file} does not exist; fix dataset.path / dataset.test_path.")
+    try:
+        frame = pd.read_csv(file, sep=sep, engine="python" if sep is None else "c")
+    except (ValueError, pd.errors.ParserError) as err:
+        raise NnlabError(f"Cannot parse {file} as CSV ({err}); set dataset.sep or fix the file.") from err
+    clean = frame.dropna()
+    if len(clean) < len(frame):
+        log.warning("%s: dropped %d rows with missing values", file, len(frame) - len(clean))
+    return clean, len(frame) - len(clean)
+
+
+def table_arrays(frame, test_frame, target: str, features: list[str] | None, task: str, file: Path):
+    import pandas as pd
+
+    both = frame if test_frame is None else pd.concat([frame, test_frame], ignore_index=True)
+    names = list(features) if features else [c for c in both.columns if c != target]
+    unknown = [c for c in names if c not in both.columns]
+    if unknown:
+        raise NnlabError(f"dataset.features names {unknown}, which are not columns of {file}.")
+    inputs = pd.get_dummies(both[names], dtype=np.float32)  # categories are vocabulary, not statistics
+    column = both[target]
+    if task == "auto":
+        whole = pd.api.types.is_integer_dtype(column) and column.nunique() <= 20
+        task = "classification" if whole or not pd.api.types.is_numeric_dtype(column) else "regression"
+    if task == "classification":
+        codes, classes = pd.factorize(column, sort=True)
+        return inputs.to_numpy(np.float32), codes.astype(np.int64), [str(c) for c in classes], task, list(inputs.columns)
+    if task != "regression" or not pd.api.types.is_numeric_dtype(column):
+        raise NnlabError(f"dataset.task='{task}' does not fit column '{target}' of {file}; use classification, "
+                         "regression or auto.")
+    return inputs.to_numpy(np.float32), column.to_numpy(np.float32), None, task, list(inputs.columns)

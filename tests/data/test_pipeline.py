@@ -1,0 +1,40 @@
+import keras
+import numpy as np
+
+from nnlab.data.pipeline import ArrayBatches, batches
+
+
+def epoch(ds):
+    xs, ys = zip(*[(np.asarray(x), np.asarray(y)) for x, y in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_tf_batches_shuffle_every_epoch_and_cover_every_example():
+    assert keras.backend.backend() == "tensorflow"
+    x = np.arange(50, dtype=np.uint8)[:, None]
+    ds = batches(x, np.arange(50), 8, shuffle=True, seed=1)
+    first, second = epoch(ds), epoch(ds)
+    assert sorted(first[1].tolist()) == list(range(50)) and sorted(second[1].tolist()) == list(range(50))
+    assert first[1].tolist() != second[1].tolist()  # reshuffled
+    assert np.array_equal(first[0][:, 0], first[1])  # pixels travel with their labels
+    assert first[0].dtype == np.uint8  # the model rescales: four times less to move per batch
+
+
+def test_unshuffled_batches_keep_the_order():
+    x, y = np.arange(20, dtype=np.float32)[:, None], np.arange(20)
+    assert epoch(batches(x, y, 6, shuffle=False))[1].tolist() == list(range(20))
+    assert epoch(ArrayBatches(x, y, 6, shuffle=False))[1].tolist() == list(range(20))
+
+
+def test_array_batches_serve_memory_mapped_arrays_and_reshuffle(tmp_path):
+    np.save(tmp_path / "x.npy", np.arange(30, dtype=np.uint8).reshape(30, 1, 1, 1))
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    ds = ArrayBatches(x, np.arange(30), 7, shuffle=True, seed=0)
+    assert len(ds) == 5
+    first = [ds[i] for i in range(len(ds))]
+    ds.on_epoch_end()
+    second = [ds[i] for i in range(len(ds))]
+    labels = np.concatenate([y for _, y in first])
+    assert sorted(labels.tolist()) == list(range(30))
+    assert all(np.array_equal(xb.reshape(-1), yb) for xb, yb in first)
+    assert labels.tolist() != np.concatenate([y for _, y in second]).tolist()
