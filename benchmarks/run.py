@@ -2,9 +2,12 @@
 
   cfg       seconds for `python -m nnlab --cfg job` (target <= 1.5 s)
   overhead  nnlab wall time / plain Keras wall time, same model, data and epochs (target <= 1.03)
+  images    images/s of nnlab's image-folder pipeline vs ImageDataGenerator.flow_from_directory (target >= 5x
+            on later epochs), on fruits-360-more and cifar-10-images
+  catalogue boston_mlp (test MAE <= 2.2), notmnist_cnn (>= 95%), cifar10_cnn (>= 72%)
   fashion   fashion_mlp and fashion_cnn_adam: test accuracy and wall time (targets 89.5% / 93.5%)
 
-Usage: python benchmarks/run.py [cfg overhead fashion] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
+Usage: python benchmarks/run.py [cfg overhead images catalogue fashion] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
 points it at ../shared/datasets). Results: bench-results/results.json and printed Markdown.
 """
 
@@ -19,6 +22,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from image_pipeline import bench_images  # noqa: E402
 OUT = HERE.parent / "bench-results"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -72,21 +77,27 @@ def bench_overhead(work: str, epochs: int) -> dict:
             "plain_output": out.strip().splitlines()[-1], "nnlab_test_accuracy": run["test_accuracy"]}
 
 
-def bench_fashion(work: str) -> dict:
+def bench_experiments(work: str, names: tuple[str, ...]) -> dict:
+    """Each experiment as a user runs it; the headline metric, time and how it stopped."""
     results = {}
-    store = f"sqlite:///{work}/fashion.db"
-    for name in ("fashion_mlp", "fashion_cnn_adam"):
-        seconds, _ = timed(nnlab(f"+experiment={name}", f"tracking.uri={store}"), work)
-        run = last_run(store, "fashion_mnist")
-        results[name] = {"wall_seconds": seconds, "training_seconds": run["training_seconds"],
-                         "test_accuracy": run["test_accuracy"], "epochs_run": run["epochs_run"],
-                         "stopped_by": run["stopped_by"], "status": run["status"]}
+    store = f"sqlite:///{work}/experiments.db"
+    for name in names:
+        seconds, _ = timed(nnlab(f"+experiment={name}", f"tracking.uri={store}", f"tracking.experiment={name}"), work)
+        run = last_run(store, name)
+        keep = ("test_accuracy", "test_mae", "test_loss", "training_seconds", "epochs_run", "stopped_by", "status")
+        results[name] = {"wall_seconds": seconds, **{k: run[k] for k in keep if k in run}}
     return results
+
+
+SUITES = {
+    "fashion": ("fashion_mlp", "fashion_cnn_adam"),
+    "catalogue": ("boston_mlp", "notmnist_cnn", "cifar10_cnn"),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", default=["cfg", "overhead", "fashion"])
+    parser.add_argument("which", nargs="*", default=["cfg", "overhead", "images", "catalogue", "fashion"])
     parser.add_argument("--epochs", type=int, default=20, help="epochs for the overhead comparison")
     args = parser.parse_args()
     if "NNLAB_DATA_DIR" not in os.environ:
@@ -97,8 +108,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         for which in args.which:
             print(f"bench: {which} ...", flush=True)
-            result = {"cfg": lambda: bench_cfg(work), "overhead": lambda: bench_overhead(work, args.epochs),
-                      "fashion": lambda: bench_fashion(work)}[which]()
+            if which in SUITES:
+                result = bench_experiments(work, SUITES[which])
+            elif which == "images":
+                result = bench_images(os.environ["NNLAB_DATA_DIR"])
+            else:
+                result = {"cfg": lambda: bench_cfg(work), "overhead": lambda: bench_overhead(work, args.epochs)}[which]()
             results[which] = {**result, "when": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count()}
             results_file.write_text(json.dumps(results, indent=2))
             print(json.dumps({which: results[which]}, indent=2), flush=True)

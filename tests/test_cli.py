@@ -39,3 +39,13 @@ def test_version(cli, tmp_path):
     result = cli("--version", cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("nnlab ")
+
+
+@pytest.mark.parametrize(("args", "key"), [(["dataset=image_folder"], "dataset.path"),
+                                           (["dataset=csv_table", "dataset.path=t.csv"], "dataset.target")])
+def test_a_mandatory_key_left_unset_is_a_config_error_before_any_run(cli, tmp_path, args, key):
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("nnlab: error:")]
+    assert f"{key} must be set" in error
+    assert not (tmp_path / "mlflow.db").exists()

@@ -60,3 +60,8 @@ def test_unknown_schedule_and_optimizer():
         build_optimizer({"name": "adam", "learning_rate": 0.1, "schedule": {"name": "cosin"}}, 10, 5)
     with pytest.raises(NnlabError, match="did you mean 'adam'"):
         build_optimizer({"name": "adma", "learning_rate": 0.1}, 10, 5)
+
+
+def test_weight_averaging_is_passed_to_keras():
+    opt, _ = build_optimizer({"name": "adam", "learning_rate": 1e-3, "use_ema": True, "ema_momentum": 0.9}, 10, 2)
+    assert opt.use_ema and opt.ema_momentum == 0.9

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import __version__
-from nnlab.errors import NnlabError
+from nnlab.errors import ConfigError, NnlabError
 
 
 def primary_metric(task: str, metrics: dict[str, float]) -> float | None:
@@ -138,6 +138,10 @@ def summary(model) -> str:
 
 def run(cfg: DictConfig) -> float | None:
     """Train one configured experiment and log it; returns the metric a sweeper optimises."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:  # before a run exists: nothing to clean up
+        raise ConfigError(f"{', '.join(missing)} must be set for this config: add e.g. {missing[0]}=... to the "
+                          "command line or to your experiment YAML.")
     yaml_text = OmegaConf.to_yaml(cfg, resolve=True)
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     import_plugins(container["plugins"])

@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nnlab import config as _config  # noqa: F401  (registers the schemas before Hydra composes)
-from nnlab.errors import NnlabError, closest, unknown_name
+from nnlab.errors import ConfigError, NnlabError, closest, unknown_name
 
 EXIT_CONFIG, EXIT_RUNTIME = 2, 1
 GROUPS = ("dataset", "model", "optimizer", "trainer", "tracking", "experiment")
@@ -36,7 +36,7 @@ def config_error(err: BaseException) -> str | None:
         if isinstance(e, MissingConfigException) and e.missing_cfg_file:
             group, _, name = e.missing_cfg_file.rpartition("/")
             if e.options:
-                return unknown_name(group or "config", name, e.options) + f" (see `nnlab list`)."
+                return unknown_name(group or "config", name, e.options) + " (see `nnlab list`)."
             return f"Config '{e.missing_cfg_file}' not found; check the name or hydra.searchpath."
         if isinstance(e, (ConfigKeyError, ConfigAttributeError)) and getattr(e, "full_key", None):
             return unknown_key(e)
@@ -66,7 +66,7 @@ def unknown_key(err) -> str:
 
 def list_everything() -> None:
     """Every config preset (Hydra groups, including user search paths) and every registered builder."""
-    from hydra import compose, initialize_config_module
+    from hydra import initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
     with initialize_config_module(config_module="nnlab.conf", version_base="1.3"):
@@ -104,7 +104,8 @@ def main() -> None:
     except NnlabError as err:
         if full_errors:
             raise
-        sys.exit(f"nnlab: error: {err}")
+        print(f"nnlab: error: {err}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_RUNTIME)
     except Exception as err:  # noqa: BLE001  (the CLI's last line of defence: one sentence, non-zero)
         if full_errors:
             raise

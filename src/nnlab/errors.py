@@ -12,6 +12,10 @@ class DataNotFoundError(NnlabError):
     pass
 
 
+class ConfigError(NnlabError):
+    """Caught before any run starts; the CLI exits with the config-error status."""
+
+
 def closest(name: str, options: Iterable[str]) -> str | None:
     matches = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.5)
     return matches[0] if matches else None

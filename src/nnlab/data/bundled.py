@@ -1,6 +1,5 @@
 """Datasets that ship inside installed packages: they work offline on a fresh machine."""
 
-import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 

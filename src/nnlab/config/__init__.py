@@ -1,0 +1,93 @@
+"""Typed configs: one dataclass per registered builder (in the module named after its group), plus the
+tracking and root schemas and their registration in Hydra's ConfigStore.
+
+The YAML files in `conf/` extend these schemas (`defaults: [/schema/<group>/<name>@_here_, _self_]`), so
+Hydra rejects a wrong type or an unknown key while composing, long before Keras is imported. Fields of a
+builder's schema are exactly that builder's keyword arguments (checked by tests/test_config.py).
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from nnlab.config.data import (AirlineConfig, AugmentConfig, BostonConfig, Cifar10Config, CsvTableConfig,
+                               DigitsConfig, FacesConfig, IdxConfig, ImageFolderConfig, NotMnistConfig)
+from nnlab.config.models import CNNConfig, MLPConfig
+from nnlab.config.optim import AdamConfig, AdamWConfig, NadamConfig, RMSpropConfig, SGDConfig
+from nnlab.config.train import TrainerConfig
+
+
+def user_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "nnlab" / "datasets")
+
+
+def cache_dir() -> str:
+    """Where decoded images are cached: $NNLAB_CACHE_DIR, else the user's cache folder (never the data folder,
+    which may be shared or read-only)."""
+    if os.environ.get("NNLAB_CACHE_DIR"):
+        return os.environ["NNLAB_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "nnlab")
+
+
+for _name, _fn in (("nnlab.user_data_dir", user_data_dir), ("nnlab.cache_dir", cache_dir)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"  # relative paths resolve against the working directory
+    experiment: str = "nnlab"
+    run_name: str | None = None
+    artifact_location: str | None = None  # None: ./mlartifacts beside a SQLite store
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    dataset: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: int = 42
+    data_root: str = "${oc.env:NNLAB_DATA_DIR,${nnlab.user_data_dir:}}"
+    plugins: list[str] = field(default_factory=list)  # modules to import: user builders register there
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "dataset": {
+        "digits": DigitsConfig, "fashion_mnist": IdxConfig, "mnist": IdxConfig, "notmnist": NotMnistConfig,
+        "cifar10": Cifar10Config, "image_folder": ImageFolderConfig, "fruits": ImageFolderConfig,
+        "hotdog": ImageFolderConfig, "faces": FacesConfig, "boston": BostonConfig, "airline": AirlineConfig,
+        "csv_table": CsvTableConfig,
+    },
+    "model": {"mlp": MLPConfig, "cnn": CNNConfig},
+    "optimizer": {
+        "sgd": SGDConfig,
+        "adam": AdamConfig,
+        "adamw": AdamWConfig,
+        "nadam": NadamConfig,
+        "rmsprop": RMSpropConfig,
+    },
+    "trainer": {"default": TrainerConfig},
+    "tracking": {"mlflow": TrackingConfig},
+}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="nnlab_schema", node=Config)
+    for group, schemas in SCHEMAS.items():
+        for name, schema in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=schema)
+
+
+register_configs()

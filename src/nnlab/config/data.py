@@ -1,0 +1,111 @@
+"""Schemas of the `dataset` group (nnlab.data builders) and of the top-level `augment` node."""
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    path: str | None = None
+    limit: int | None = None  # at most this many training examples (validation split included)
+    val_split: float = 0.1
+
+
+@dataclass
+class DigitsConfig(DatasetConfig):
+    name: str = "digits"
+    test_split: float = 0.2
+
+
+@dataclass
+class IdxConfig(DatasetConfig):
+    download: bool = True  # try the public URL when the files are missing
+
+
+@dataclass
+class ImageDatasetConfig(DatasetConfig):
+    max_bad_fraction: float = 0.01  # fail when more than this share of the image files cannot be read
+    cache_dir: str | None = "${nnlab.cache_dir:}"  # decoded-image cache; null: decode every run
+
+
+@dataclass
+class ImageFolderConfig(ImageDatasetConfig):
+    name: str = "image_folder"
+    path: str | None = MISSING  # the folder holding train/ (and test/), or the class folders themselves
+    train_dir: str = "train"  # class folders under path/train_dir (or under path itself)
+    test_dir: str | None = "test"  # when path/test_dir is missing, a seeded `test_split` is held out
+    classes: list[str] | None = None  # a subset of the class folders, in label order
+    image_size: list[int] = field(default_factory=lambda: [128, 128])  # height, width
+    color_mode: str = "rgb"  # rgb | grayscale
+    crop_to_aspect_ratio: bool = False  # centre-crop instead of squashing odd shapes
+    test_split: float = 0.2
+
+
+@dataclass
+class FacesConfig(ImageDatasetConfig):
+    name: str = "faces"
+    labels_file: str = "labels.csv"
+    images_dir: str = "final_files"
+    file_column: str = "file_name"
+    target_column: str = "real_age"
+    image_size: list[int] = field(default_factory=lambda: [224, 224])
+    test_split: float = 0.25
+
+
+@dataclass
+class Cifar10Config(ImageDatasetConfig):
+    name: str = "cifar10"
+
+
+@dataclass
+class NotMnistConfig(ImageDatasetConfig):
+    name: str = "notmnist"
+    test_split: float = 0.2  # held out when the copy has one split only
+
+
+@dataclass
+class BostonConfig(DatasetConfig):
+    name: str = "boston"
+    test_split: float = 0.2
+    split_seed: int = 113  # keras.datasets.boston_housing's test split
+    folds: int | None = None  # k-fold: validate on fold `fold` of the training part instead of val_split
+    fold: int = 0
+    standardize_features: bool = True  # mean/std from the training part only
+
+
+@dataclass
+class AirlineConfig(DatasetConfig):
+    name: str = "airline"
+    column: str = "Passengers"
+    window: int = 12  # months of history per example
+    test_split: float = 0.33  # the last third of the months
+    val_split: float = 0.0  # the last part of the training windows
+    scale: str = "minmax"  # minmax | standard | none, fitted on the training months
+
+
+@dataclass
+class CsvTableConfig(DatasetConfig):
+    name: str = "csv_table"
+    path: str | None = MISSING  # the CSV file
+    target: str = MISSING  # column to predict
+    features: list[str] | None = None  # input columns; default: all others
+    task: str = "auto"  # auto | classification | regression
+    sep: str | None = None  # None: sniffed
+    test_path: str | None = None  # a separate test CSV; else a seeded `test_split` is held out
+    test_split: float = 0.2
+    standardize_features: bool = True
+
+
+@dataclass
+class AugmentConfig:
+    """Training-only augmentation (Keras preprocessing layers); the keys of nnlab.data.augment."""
+
+    flip: str | None = None  # horizontal | vertical | horizontal_and_vertical
+    rotation: float = 0.0  # fraction of a full turn
+    zoom: float = 0.0  # fraction of the image size
+    shift: float = 0.0  # fraction of the image size
+    contrast: float = 0.0
+    brightness: float = 0.0  # images are scaled to [0, 1]
+    fill_mode: str = "reflect"  # reflect | constant | nearest | wrap

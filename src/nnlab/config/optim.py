@@ -1,0 +1,69 @@
+"""Schemas of the `optimizer` group (nnlab.optim): Keras optimizer arguments plus a per-epoch schedule."""
+
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"  # constant | cosine | exponential | plateau
+    warmup_epochs: int = 0  # linear warm-up (cosine)
+    alpha: float = 0.0  # cosine: final lr as a fraction of the initial one
+    decay_rate: float = 0.9  # exponential: factor per epoch
+    factor: float = 0.5  # plateau: lr multiplier when val_loss stalls
+    patience: int = 2  # plateau
+    min_lr: float = 1e-6  # plateau
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    learning_rate: float = 1e-3
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    clipnorm: float | None = None
+    use_ema: bool = False  # keep a moving average of the weights; the model ends with the averaged weights
+    ema_momentum: float = 0.99
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    name: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass
+class MomentsConfig(OptimizerConfig):
+    """The Adam family's first/second-moment settings."""
+
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+
+@dataclass
+class AdamConfig(MomentsConfig):
+    name: str = "adam"
+    amsgrad: bool = False
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    name: str = "adamw"
+    weight_decay: float = 0.004
+
+
+@dataclass
+class NadamConfig(MomentsConfig):
+    name: str = "nadam"
+
+
+@dataclass
+class RMSpropConfig(OptimizerConfig):
+    name: str = "rmsprop"
+    rho: float = 0.9
+    momentum: float = 0.0
+    epsilon: float = 1e-7
+    centered: bool = False
