@@ -1,6 +1,11 @@
 """`python -m nnlab` as a user runs it, on generated IDX files, into a private MLflow store."""
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -108,6 +113,26 @@ def test_a_missing_image_folder_is_one_sentence_with_the_layout(cli, tmp_path, s
     assert result.returncode == 1
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("nnlab: error:")]
     assert f"{tmp_path / 'fruits'} does not exist" in error and "<path>/Training/<class>/" in error
+
+
+def test_a_terminated_job_marks_its_run_killed(tmp_path, store):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "nnlab", "trainer.epochs=100000", f"tracking.uri={store}",
+                             "tracking.experiment=term"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    client, deadline = MlflowClient(store), time.time() + 120
+    while time.time() < deadline:  # wait until training has started and logged an epoch
+        exp = client.get_experiment_by_name("term") if (tmp_path / "mlflow.db").exists() else None
+        runs = client.search_runs([exp.experiment_id]) if exp else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted (stopped by SIGTERM)" in stderr
+    (run,) = client.search_runs([client.get_experiment_by_name("term").experiment_id])
+    assert run.info.status == "KILLED" and "KeyboardInterrupt" in run.data.tags["error"]
 
 
 def test_time_budget_and_early_stopping_are_recorded(cli, tmp_path, store):

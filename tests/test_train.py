@@ -41,6 +41,14 @@ def test_time_budget_stops_after_the_epoch_that_would_overrun(monkeypatch):
     assert 1 <= result.epochs_run < 50
 
 
+def test_a_budget_reached_on_the_last_epoch_still_counts_as_all_epochs(monkeypatch):
+    clock = iter(range(0, 10_000, 40))
+    monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
+    data = tiny_data()
+    result = train.fit(compiled(data), data, {**TRAINER, "epochs": 1, "max_minutes": 1})
+    assert result.epochs_run == 1 and result.stopped_by == "epochs"
+
+
 def test_early_stopping_restores_the_best_weights():
     data = tiny_data()
     x_val, y_val = data.val

@@ -5,6 +5,7 @@ brings back full tracebacks.
 """
 
 import os
+import signal
 import sys
 
 import hydra
@@ -13,7 +14,7 @@ from omegaconf import DictConfig
 from nnlab import config as _config  # noqa: F401  (registers the schemas before Hydra composes)
 from nnlab.errors import ConfigError, NnlabError, closest, unknown_name
 
-EXIT_CONFIG, EXIT_RUNTIME = 2, 1
+EXIT_CONFIG, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
 GROUPS = ("dataset", "model", "optimizer", "trainer", "tracking", "experiment")
 
 
@@ -84,6 +85,11 @@ def list_everything() -> None:
         print(f"  {registry.kind:<11} {', '.join(registry.names())}")
 
 
+def stop_on_sigterm(signum, frame) -> None:
+    # `kill`, `timeout`, a scheduler's preemption: unwind like Ctrl-C so the run is marked KILLED, not left RUNNING.
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["list"]:
@@ -97,10 +103,14 @@ def main() -> None:
     full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         hydra_app()
     except SystemExit:
         raise
+    except KeyboardInterrupt as err:
+        print(f"nnlab: interrupted ({err or 'Ctrl-C'}); a started run is marked KILLED.", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except NnlabError as err:
         if full_errors:
             raise

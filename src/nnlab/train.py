@@ -146,10 +146,11 @@ def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: S
     seconds = time.perf_counter() - start
     epochs_run = len(history.epoch)
     stopped_by = "epochs"
-    if stopper is not None and stopper.stopped:
-        stopped_by = "time_budget"
-    elif early is not None and early.stopped_epoch > 0:
-        stopped_by = "early_stopping"
+    if epochs_run < int(trainer["epochs"]):  # a stop requested after the last epoch changed nothing
+        if stopper is not None and stopper.stopped:
+            stopped_by = "time_budget"
+        elif early is not None and early.stopped_epoch > 0:
+            stopped_by = "early_stopping"
     return FitResult(history.history, seconds, epochs_run, stopped_by, best_epoch(history.history, monitor))
 
 

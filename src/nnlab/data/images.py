@@ -44,7 +44,7 @@ def decode_one(path: Path, size: tuple[int, int], mode: str, crop: bool) -> np.n
     height, width = size
     with Image.open(path) as im:
         im.draft(mode, (width, height))  # JPEG: let libjpeg decode at a reduced scale when it can
-        im = im.convert(mode)
+        im = im.convert(mode) if im.mode != mode else im
         if crop:  # centre crop to the target aspect ratio, as Keras's crop_to_aspect_ratio does
             scale = min(im.width / width, im.height / height)
             w, h = round(width * scale), round(height * scale)
@@ -72,7 +72,8 @@ def decode_files(files: Sequence[Path], size: tuple[int, int], color_mode: str =
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
             bad.append((str(files[i]), f"{type(err).__name__}: {err}"))
 
-    with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 2)) as pool:
+    # Pillow holds the GIL for part of each decode, so threads beyond the core count only add contention.
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(work, range(len(files))))
     good = np.flatnonzero(ok)
     return Decoded(images[good] if len(bad) else images, good, sorted(bad))
