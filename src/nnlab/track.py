@@ -138,8 +138,10 @@ def start_run(tracking: Mapping[str, Any], tags: Mapping[str, Any]) -> Iterator[
         try:
             yield logger
         except BaseException as err:
-            # mlflow.start_run marks the run FAILED (KILLED on Ctrl-C); keep the why with it.
+            # mlflow.start_run marks any exception FAILED; keep the why with it, and call an interruption KILLED.
             logger.tags({"error": f"{type(err).__name__}: {err}"[:5000]})
             logger.text("".join(traceback.format_exception(err)), "error.txt")
+            if isinstance(err, KeyboardInterrupt):
+                mlflow.end_run("KILLED")
             raise
 
