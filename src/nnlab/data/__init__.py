@@ -66,8 +66,7 @@ def split_train(
 
 def holdout(x: np.ndarray, y: np.ndarray, *, test_split: float, seed: int, stratify: bool) -> tuple[Split, Split]:
     """A seeded (stratified where possible) test split for datasets published without one."""
-    (x_tr, y_tr), test = split_train(x, y, val_split=test_split, limit=None, seed=seed, stratify=stratify)
-    return (x_tr, y_tr), test
+    return split_train(x, y, val_split=test_split, limit=None, seed=seed, stratify=stratify)  # type: ignore[return-value]
 
 
 def load_dataset(cfg: Mapping[str, Any], seed: int) -> Data:
