@@ -7,16 +7,25 @@ ARGS   ?=
 # Benchmarks read the real datasets: $NNLAB_DATA_DIR, else ../shared/datasets beside the checkout
 BENCH_DATA ?= $(or $(NNLAB_DATA_DIR),$(abspath ../shared/datasets))
 
-.PHONY: install backends run test test-fast ui bench clean
+.PHONY: install backends graphviz run test test-fast ui bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
+	-@$(MAKE) --no-print-directory graphviz
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Graphviz for architecture diagrams: installed with apt where we are root, else a note (runs skip the diagram)
+graphviz:
+	@command -v dot >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q graphviz >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q graphviz >/dev/null 2>&1; } \
+	  || echo "make: could not install graphviz; runs will skip architecture.png"; \
+	else echo "make: Graphviz's dot not found; install it (apt install graphviz / brew install graphviz) for architecture.png"; fi
 
 ## JAX and PyTorch (CPU builds) beside TensorFlow, so the backend tests run instead of skipping.
 ## torch==2.13.0 is pinned because a plain `torch` pulls a multi-GB CUDA build.

@@ -4,6 +4,7 @@ import pytest
 
 from nnlab import train
 from nnlab.data import Data
+from nnlab.errors import NnlabError
 from nnlab.models import build_model
 
 TRAINER = {"epochs": 3, "batch_size": 16, "max_minutes": None, "early_stopping": {"patience": None},
@@ -13,8 +14,9 @@ TRAINER = {"epochs": 3, "batch_size": 16, "max_minutes": None, "early_stopping":
 def tiny_data(n=64, classes=2, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 4)).astype("float32")
-    y = (x[:, 0] > 0).astype("int64")
-    return Data((x, y), (x[:16], y[:16]), (x[:32], y[:32]), "classification", ["neg", "pos"])
+    y = np.digitize(x[:, 0], np.quantile(x[:, 0], np.linspace(0, 1, classes + 1)[1:-1])).astype("int64")
+    names = ["neg", "pos"] if classes == 2 else [f"c{i}" for i in range(classes)]
+    return Data((x, y), (x[:16], y[:16]), (x[:32], y[:32]), "classification", names)
 
 
 def compiled(data, lr=0.01):
@@ -75,11 +77,11 @@ def test_mixed_precision_is_ignored_on_cpu_and_says_so():
 
 
 def test_evaluate_returns_prefixed_metrics_and_probabilities():
-    data = tiny_data()
+    data = tiny_data(classes=3)
     model = compiled(data)
     metrics, predictions = train.evaluate(model, data, batch_size=8)
     assert set(metrics) == {"test_loss", "test_accuracy"}
-    assert predictions.shape == (32, 2)
+    assert predictions.shape == (32, 3)
     assert np.allclose(predictions.sum(axis=1), 1.0, atol=1e-5)
 
 
@@ -93,3 +95,97 @@ def test_regression_defaults_to_mse_with_mae_and_rmse():
     result = train.fit(model, data, {**TRAINER, "epochs": 2})
     assert {"loss", "mae", "rmse"} <= set(result.history)
     assert result.best_epoch is not None  # monitored on training loss when there is no validation split
+
+
+def test_two_classes_train_one_sigmoid_unit_with_binary_cross_entropy():
+    data = tiny_data(classes=2)
+    model = compiled(data, lr=0.05)
+    assert model.loss == "binary_crossentropy"
+    result = train.fit(model, data, {**TRAINER, "epochs": 8})
+    assert result.history["accuracy"][-1] > 0.8  # the label is the sign of feature 0: easy to learn
+    metrics, predictions = train.evaluate(model, data, batch_size=8)
+    assert predictions.shape == (32, 1) and 0.0 <= predictions.min() and predictions.max() <= 1.0
+    assert metrics["test_accuracy"] > 0.8
+
+
+def regression_data(baselines=None, target_scale=None):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype("float32")
+    y = x.sum(axis=1).astype("float32")
+    return Data((x, y), None, (x, y), "regression", target_scale=target_scale, baselines=baselines or {})
+
+
+@pytest.mark.parametrize("loss, options", [("mse", None), ("mae", None), ("huber", {"delta": 0.5}),
+                                           ("log_cosh", None), ("logcosh", None)])
+def test_regression_losses_by_name_with_options(loss, options):
+    data = regression_data()
+    model = build_model({"name": "mlp", "widths": [4]}, (3,), "regression", 0)
+    trainer = {**TRAINER, "loss": loss, "loss_options": options, "metrics": ["mae", "mse", "rmse"]}
+    train.compile_model(model, keras.optimizers.Adam(0.01), "regression", trainer)
+    result = train.fit(model, data, {**trainer, "epochs": 1})
+    assert {"loss", "mae", "mse", "rmse"} <= set(result.history)
+    if options:
+        assert model.loss.get_config()["delta"] == 0.5 if "delta" in model.loss.get_config() else True
+        assert model.loss._fn_kwargs == {"delta": 0.5}
+
+
+def test_unknown_loss_and_metric_names_get_the_closest_match():
+    with pytest.raises(NnlabError, match="did you mean 'huber'"):
+        train.resolve_loss("hubber")
+    with pytest.raises(NnlabError, match="loss_options .* do not fit loss 'huber'"):
+        train.resolve_loss("huber", {"width": 2})
+    with pytest.raises(NnlabError, match="did you mean 'rmse'"):
+        train.resolve_metric("rmsee")
+
+
+def test_evaluate_scores_the_baselines_in_scaled_and_original_units():
+    data = regression_data(target_scale=(100.0, 10.0))
+    data.baselines = {"zero": np.zeros_like(data.test[1])}
+    model = build_model({"name": "mlp", "widths": [4]}, (3,), "regression", 0)
+    train.compile_model(model, keras.optimizers.Adam(0.01), "regression", TRAINER)
+    metrics, predictions = train.evaluate(model, data, batch_size=8)
+    y = data.test[1]
+    assert metrics["test_mae_zero"] == pytest.approx(np.abs(y).mean(), rel=1e-6)
+    assert metrics["test_rmse_original_zero"] == pytest.approx(10 * np.sqrt((y**2).mean()), rel=1e-6)
+    own = np.abs(predictions.reshape(-1) - y).mean()
+    assert metrics["test_mae"] == pytest.approx(own, rel=1e-5)
+    assert metrics["test_mae_original"] == pytest.approx(10 * own, rel=1e-5)
+
+
+class TrainableCounter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.counts, self.lrs = [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.counts.append(len(self.model.trainable_weights))
+        self.lrs.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_stages_refreeze_recompile_and_continue_the_epoch_count():
+    data = tiny_data()
+    model = build_model({"name": "mlp", "widths": [8, 8]}, data.input_shape, data.task, data.num_classes)
+    hidden = model.get_layer("hidden1_dense")
+    before = keras.ops.convert_to_numpy(hidden.kernel).copy()
+    stages = [{"epochs": 2, "trainable": "none", "learning_rate": 0.01},
+              {"epochs": 3, "trainable": "all", "learning_rate": 0.001}]
+    counter = TrainableCounter()
+    result = train.train(model, data, {**TRAINER, "stages": stages}, {"name": "adam", "learning_rate": 0.1},
+                         callbacks=[counter])
+    assert result.epochs_run == 5 and result.stage_starts == [3]
+    assert len(result.history["loss"]) == 5
+    assert counter.counts == [2, 2, 6, 6, 6]  # head kernel+bias, then every dense layer
+    assert counter.lrs == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.001])
+    assert not np.allclose(before, keras.ops.convert_to_numpy(hidden.kernel))  # moved only in stage 2
+
+
+def test_time_budget_spans_all_stages(monkeypatch):
+    clock = iter(range(0, 10_000, 40))
+    monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
+    data = tiny_data()
+    model = build_model({"name": "mlp", "widths": [8]}, data.input_shape, data.task, data.num_classes)
+    stages = [{"epochs": 20, "trainable": "none"}, {"epochs": 20, "trainable": "all"}]
+    result = train.train(model, data, {**TRAINER, "stages": stages, "max_minutes": 3},
+                         {"name": "adam", "learning_rate": 0.01})
+    assert result.stopped_by == "time_budget"
+    assert result.epochs_run < 20 and result.stage_starts == []  # stopped in stage 1: stage 2 never ran

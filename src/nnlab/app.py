@@ -60,32 +60,45 @@ def hydra_tags() -> dict[str, Any]:
 def train_and_log(cfg: dict[str, Any], yaml_text: str, run) -> tuple[str, dict[str, float], str]:
     from nnlab import train
     from nnlab.data import load_dataset
-    from nnlab.optim import build_optimizer
 
     trainer = cfg["trainer"]
     run.text(yaml_text, "config.yaml")
     run.tags(train.setup_runtime(cfg["seed"], trainer["mixed_precision"]))
     data = load_dataset(cfg["dataset"], seed=cfg["seed"])
     log_data_facts(run, data)
-    model = build(cfg["model"], data, cfg["augment"], cfg["seed"])
+    model = build(cfg["model"], data, cfg["augment"], cfg["seed"], run)
     run.text(summary(model), "model_summary.txt")
-    steps = -(-len(data.train[0]) // trainer["batch_size"])
-    optimizer, callbacks = build_optimizer(cfg["optimizer"], steps, trainer["epochs"])
-    train.compile_model(model, optimizer, data.task, trainer)
-    result = train.fit(model, data, trainer, callbacks=[*callbacks, run.epoch_logger()], seed=cfg["seed"])
+    result = train.train(model, data, trainer, cfg["optimizer"], callbacks=[run.epoch_logger()], seed=cfg["seed"])
     metrics, predictions = train.evaluate(model, data, trainer["batch_size"])
     metrics |= {"params": model.count_params(), "training_seconds": result.seconds, "epochs_run": result.epochs_run}
     if result.best_epoch:
         metrics["best_epoch"] = result.best_epoch
         metrics |= {f"best_{k}": v[result.best_epoch - 1] for k, v in result.history.items()}
-    run.tags({"stopped_by": result.stopped_by})
+    run.tags({"stopped_by": result.stopped_by, "stage_starts": ",".join(map(str, result.stage_starts)) or None})
     title = f"{cfg['model']['name']} on {cfg['dataset']['name']}"
     metrics |= log_figures_and_reports(run, data, result, predictions, title)
     run.metrics(metrics)
     if trainer["save_model"]:
-        run.model(model)
+        formats = ("keras", "h5") if trainer["save_h5"] else ("keras",)
+        run.model(model, formats, trainer["export_dir"])
+    if trainer["plot_model"]:
+        log_architecture(run, model)
     return data.task, metrics, result.stopped_by
 
+
+def log_architecture(run, model) -> None:
+    """The architecture diagram (keras.utils.plot_model); where Graphviz is missing, a tag says so instead."""
+    import tempfile
+
+    from nnlab import plots
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "architecture.png"
+        missing = plots.architecture(model, path)
+        if missing:
+            run.tags({"architecture_diagram": f"skipped: {missing}"})
+        else:
+            run.file(path)
 
 
 def log_data_facts(run, data) -> None:
@@ -97,15 +110,19 @@ def log_data_facts(run, data) -> None:
         run.text("\n".join(data.info["problems"]) + "\n", "data_problems.txt")
 
 
-def build(model_cfg: dict[str, Any], data, augment: dict[str, Any], seed: int):
+def build(model_cfg: dict[str, Any], data, augment: dict[str, Any], seed: int, run=None):
     from nnlab.data.augment import input_layers
-    from nnlab.models import build_model
+    from nnlab.models import build_model, solve_param_budget
 
     layers = input_layers(data.rescale, augment, seed)
+    name = model_cfg["name"]
     try:
+        if model_cfg.get("param_budget"):
+            model_cfg = solve_param_budget(model_cfg, data.input_shape, data.task, data.num_classes)
+            if run is not None:
+                run.params({"model.solved_width": model_cfg["width"]})
         return build_model(model_cfg, data.input_shape, data.task, data.num_classes, layers)
     except (ValueError, TypeError) as err:
-        name = model_cfg["name"]
         raise NnlabError(f"Cannot build model '{name}' from its config ({err}); fix conf/model/{name}.yaml "
                          "or the override.") from err
 
@@ -115,7 +132,7 @@ def log_figures_and_reports(run, data, result, predictions, title: str) -> dict[
     from nnlab import plots
     from nnlab.metrics import class_report
 
-    fig = plots.learning_curves(result.history, result.best_epoch, title)
+    fig = plots.learning_curves(result.history, result.best_epoch, title, result.stage_starts)
     run.figure(fig, "curves.png")
     plots.close(fig)
     if data.task != "classification":

@@ -36,7 +36,11 @@ def metric_safe(name: str) -> str:
 
 def class_report(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> ClassReport:
     y_true = np.asarray(y_true).reshape(-1)
-    y_pred = np.argmax(probabilities, axis=-1)
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim == 2 and probabilities.shape[1] == 1:  # one sigmoid unit: P(class 1)
+        y_pred = (probabilities[:, 0] > 0.5).astype(int)
+    else:
+        y_pred = np.argmax(probabilities, axis=-1)
     labels = list(range(len(class_names)))
     kwargs = dict(labels=labels, target_names=class_names, digits=4, zero_division=0)
     return ClassReport(

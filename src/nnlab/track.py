@@ -2,11 +2,13 @@
 
 import logging
 import math
+import os
+import shutil
 import subprocess
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,12 +103,21 @@ class RunLogger:
     def epoch_logger(self) -> keras.callbacks.Callback:
         return EpochLogger(self)
 
-    def model(self, model: keras.Model, filename: str = "model.keras") -> None:
-        # Save to a private folder first: a save that fails half-way never reaches the run.
+    def model(self, model: keras.Model, formats: Sequence[str] = ("keras",), export_dir: str | None = None) -> None:
+        """Save as model.keras (and model.h5, the legacy format Netron and older tools read) into the run, and
+        into `export_dir` too when given (a stable path, e.g. for model.weights of a later transfer run)."""
+        # Save to a private folder first: a save that fails half-way never reaches the run or the export.
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / filename
-            model.save(path)
-            self.file(path, "model")
+            for fmt in formats:
+                path = Path(tmp) / f"model.{fmt}"
+                model.save(path)
+                self.file(path, "model")
+                if export_dir:
+                    target = Path(export_dir).expanduser()
+                    target.mkdir(parents=True, exist_ok=True)
+                    partial = target / f".{path.name}.partial"
+                    shutil.copyfile(path, partial)
+                    os.replace(partial, target / path.name)
 
 
 class EpochLogger(keras.callbacks.Callback):

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -15,6 +15,7 @@ import numpy as np
 
 from nnlab.data import Data
 from nnlab.data.pipeline import batches
+from nnlab.errors import NnlabError, unknown_name
 
 log = logging.getLogger(__name__)
 
@@ -55,38 +56,78 @@ def setup_runtime(seed: int, mixed_precision: bool) -> dict[str, Any]:
     }
 
 
-def default_loss(task: str) -> str:
-    return "sparse_categorical_crossentropy" if task == "classification" else "mean_squared_error"
+LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "mape": "mean_absolute_percentage_error",
+                "msle": "mean_squared_logarithmic_error", "logcosh": "log_cosh"}
+REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh",
+                     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "poisson")
 
 
-def default_metrics(task: str) -> list[Any]:
-    if task == "classification":
-        return ["accuracy"]
-    return ["mae", keras.metrics.RootMeanSquaredError(name="rmse")]
+def default_loss(task: str, binary: bool = False) -> str:
+    if task != "classification":
+        return "mean_squared_error"
+    return "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
+
+
+def default_metrics(task: str) -> list[str]:
+    return ["accuracy"] if task == "classification" else ["mae", "rmse"]
+
+
+def resolve_loss(name: str, options: Mapping[str, Any] | None = None):
+    """A Keras loss by name (aliases: mse, mae, mape, msle, logcosh); `options` go to its class (huber's delta)."""
+    name = LOSS_ALIASES.get(name, name)
+    if not options:
+        try:
+            keras.losses.get(name)
+        except ValueError:
+            known = [*REGRESSION_LOSSES, "sparse_categorical_crossentropy", "binary_crossentropy", *LOSS_ALIASES]
+            raise NnlabError(unknown_name("trainer.loss", name, known)) from None
+        return name
+    cls = getattr(keras.losses, "".join(p.title() for p in name.split("_")), None)
+    try:
+        return cls(**options)
+    except TypeError as err:  # also: no loss class of that name
+        raise NnlabError(f"trainer.loss_options {dict(options)} do not fit loss '{name}' ({err}); remove them or "
+                         "use the loss class's argument names (huber: delta).") from None
+
+
+def resolve_metric(name: str):
+    """Keras metric names, plus rmse (Keras has no string for it)."""
+    if name in ("rmse", "root_mean_squared_error"):
+        return keras.metrics.RootMeanSquaredError(name="rmse")
+    try:
+        keras.metrics.get(name)
+    except ValueError:
+        raise NnlabError(unknown_name("trainer.metrics entry", name, ["accuracy", "auc", "precision", "recall",
+                                                                      "mae", "mse", "rmse", "mape", "msle"]))
+    return name
 
 
 def compile_model(model: keras.Model, optimizer, task: str, trainer: Mapping[str, Any]) -> None:
     jit = trainer.get("jit_compile")
+    binary = task == "classification" and model.output_shape[-1] == 1
+    loss = resolve_loss(trainer.get("loss") or default_loss(task, binary), trainer.get("loss_options"))
     model.compile(
         optimizer=optimizer,
-        loss=trainer.get("loss") or default_loss(task),
-        metrics=list(trainer.get("metrics") or default_metrics(task)),
+        loss=loss,
+        metrics=[resolve_metric(m) for m in trainer.get("metrics") or default_metrics(task)],
         jit_compile="auto" if jit is None else bool(jit),
     )
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops after the epoch when the next one would overrun `max_minutes` (judged by the slowest so far)."""
+    """Stops after the epoch when the next one would overrun `max_minutes` (judged by the slowest so far).
+    One instance spans all the stages of a schedule."""
 
     def __init__(self, max_minutes: float):
         super().__init__()
         self.budget = max_minutes * 60.0
         self.stopped = False
+        self.start: float | None = None
+        self.slowest = 0.0
 
     def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-        self.epoch_start = self.start
-        self.slowest = 0.0
+        if self.start is None:
+            self.start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
@@ -106,24 +147,63 @@ class FitResult:
     seconds: float
     epochs_run: int
     stopped_by: str  # "epochs" | "early_stopping" | "time_budget"
-    best_epoch: int | None = None  # 1-based, by the early-stopping monitor (val_loss by default)
+    monitor: str = "val_loss"
+    stage_starts: list[int] = field(default_factory=list)  # 1-based first epoch of stages 2, 3, …
+
+    @property
+    def best_epoch(self) -> int | None:
+        """1-based, by the early-stopping monitor (val_loss by default)."""
+        values = self.history.get(self.monitor)
+        if not values:
+            return None
+        pick = np.argmax if "acc" in self.monitor or "auc" in self.monitor else np.argmin
+        return int(pick(values)) + 1
+
+    def then(self, later: "FitResult") -> "FitResult":
+        keys = self.history.keys() | later.history.keys()
+        history = {k: [*self.history.get(k, []), *later.history.get(k, [])] for k in keys}
+        return FitResult(history, self.seconds + later.seconds, self.epochs_run + later.epochs_run,
+                         later.stopped_by, later.monitor, [*self.stage_starts, self.epochs_run + 1])
 
 
-def best_epoch(history: Mapping[str, Sequence[float]], monitor: str) -> int | None:
-    values = history.get(monitor)
-    if not values:
-        return None
-    pick = np.argmax if "acc" in monitor or "auc" in monitor else np.argmin
-    return int(pick(values)) + 1
+def train(model: keras.Model, data: Data, trainer: Mapping[str, Any], optimizer_cfg: Mapping[str, Any],
+          callbacks: Sequence[Any] = (), seed: int = 0) -> FitResult:
+    """Compile and fit, stage by stage: `trainer.stages` (epochs, trainable, learning_rate each) is the
+    gradual-unfreezing schedule; without it, one stage of `trainer.epochs`. Each stage gets a fresh optimizer,
+    because Keras must recompile to see changed trainable flags."""
+    from nnlab.models.transfer import apply_trainable
+    from nnlab.optim import build_optimizer
+
+    stages = list(trainer.get("stages") or [{"epochs": trainer["epochs"]}])
+    budget = TimeBudget(float(trainer["max_minutes"])) if trainer.get("max_minutes") else None
+    steps = -(-len(data.train[0]) // int(trainer["batch_size"]))
+    result: FitResult | None = None
+    for i, stage in enumerate(stages):
+        if stage.get("trainable") is not None:
+            apply_trainable(model, stage["trainable"])
+        opt_cfg = dict(optimizer_cfg)
+        if stage.get("learning_rate") is not None:
+            opt_cfg["learning_rate"] = stage["learning_rate"]
+        optimizer, extra = build_optimizer(opt_cfg, steps, int(stage["epochs"]))
+        compile_model(model, optimizer, data.task, trainer)
+        done = result.epochs_run if result else 0
+        part = fit(model, data, trainer, [*extra, *callbacks], seed=seed + i, initial_epoch=done,
+                   epochs=done + int(stage["epochs"]), budget=budget)
+        result = part if result is None else result.then(part)
+        if part.stopped_by == "time_budget":
+            break
+    return result
 
 
 def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: Sequence[Any] = (),
-        seed: int = 0) -> FitResult:
-    own: list[Any] = []
-    stopper = early = None
-    if trainer.get("max_minutes"):
-        stopper = TimeBudget(float(trainer["max_minutes"]))
-        own.append(stopper)
+        seed: int = 0, *, initial_epoch: int = 0, epochs: int | None = None,
+        budget: TimeBudget | None = None) -> FitResult:
+    """One `model.fit` on a compiled model, from `initial_epoch` up to `epochs` (default trainer.epochs)."""
+    epochs = int(epochs or trainer["epochs"])
+    if budget is None and trainer.get("max_minutes"):
+        budget = TimeBudget(float(trainer["max_minutes"]))
+    own: list[Any] = [budget] if budget else []
+    early = None
     es = trainer.get("early_stopping") or {}
     monitor = es.get("monitor", "val_loss")
     if data.val is None:  # no validation split: watch the training quantity instead
@@ -141,28 +221,37 @@ def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: S
     train_batches = batches(*data.train, batch_size, shuffle=True, seed=seed)
     val_batches = batches(*data.val, batch_size, shuffle=False) if data.val is not None else None
     start = time.perf_counter()
-    history = model.fit(train_batches, validation_data=val_batches, epochs=int(trainer["epochs"]),
+    history = model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
                         callbacks=[*own, *callbacks], verbose=verbose, shuffle=False)  # batches() shuffles
     seconds = time.perf_counter() - start
     epochs_run = len(history.epoch)
     stopped_by = "epochs"
-    if epochs_run < int(trainer["epochs"]):  # a stop requested after the last epoch changed nothing
-        if stopper is not None and stopper.stopped:
+    if initial_epoch + epochs_run < epochs:  # a stop requested after the last epoch changed nothing
+        if budget is not None and budget.stopped:
             stopped_by = "time_budget"
         elif early is not None and early.stopped_epoch > 0:
             stopped_by = "early_stopping"
-    return FitResult(history.history, seconds, epochs_run, stopped_by, best_epoch(history.history, monitor))
+    return FitResult(history.history, seconds, epochs_run, stopped_by, monitor)
 
 
 def evaluate(model: keras.Model, data: Data, batch_size: int) -> tuple[dict[str, float], np.ndarray]:
-    """Test metrics (prefixed test_) and the raw predictions, computed once each."""
+    """Test metrics (prefixed test_) and the raw predictions, computed once each. Regression also gets the
+    error in the target's own units and the loader's baselines (e.g. seasonal naive) on the same rows."""
     x_test, y_test = data.test
     scores = model.evaluate(batches(x_test, y_test, batch_size, shuffle=False), verbose=0, return_dict=True)
     predictions = model.predict(x_test, batch_size=batch_size, verbose=0)
     metrics = {f"test_{k}": float(v) for k, v in scores.items()}
-    if data.target_scale is not None:  # also report the error in the target's own units (passengers, $…)
-        offset, scale = data.target_scale
-        error = (np.asarray(predictions).reshape(-1) - np.asarray(y_test).reshape(-1)) * scale
-        metrics |= {"test_mae_original": float(np.abs(error).mean()),
-                    "test_rmse_original": float(np.sqrt((error**2).mean()))}
+    if data.task == "regression":
+        for name, guess in {"": predictions, **data.baselines}.items():
+            metrics |= regression_errors(guess, y_test, data.target_scale, suffix=f"_{name}" if name else "")
     return metrics, predictions
+
+
+def regression_errors(predictions, y_true, target_scale, suffix: str = "") -> dict[str, float]:
+    error = np.asarray(predictions, np.float64).reshape(-1) - np.asarray(y_true, np.float64).reshape(-1)
+    out = {f"test_mae{suffix}": float(np.abs(error).mean()), f"test_rmse{suffix}": float(np.sqrt((error**2).mean()))}
+    if target_scale is not None:  # also in the target's own units (passengers, $1000s…)
+        error = error * target_scale[1]
+        out |= {f"test_mae_original{suffix}": float(np.abs(error).mean()),
+                f"test_rmse_original{suffix}": float(np.sqrt((error**2).mean()))}
+    return out

@@ -16,7 +16,8 @@ from omegaconf import MISSING, OmegaConf
 
 from nnlab.config.data import (AirlineConfig, AugmentConfig, BostonConfig, Cifar10Config, CsvTableConfig,
                                DigitsConfig, FacesConfig, IdxConfig, ImageFolderConfig, NotMnistConfig)
-from nnlab.config.models import CNNConfig, MLPConfig
+from nnlab.config.models import (AlexNetConfig, CNNConfig, LSTMConfig, MLPConfig, ResNetConfig,
+                                 TransferConfig)
 from nnlab.config.optim import AdamConfig, AdamWConfig, NadamConfig, RMSpropConfig, SGDConfig
 from nnlab.config.train import TrainerConfig
 
@@ -69,7 +70,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "hotdog": ImageFolderConfig, "faces": FacesConfig, "boston": BostonConfig, "airline": AirlineConfig,
         "csv_table": CsvTableConfig,
     },
-    "model": {"mlp": MLPConfig, "cnn": CNNConfig},
+    "model": {"mlp": MLPConfig, "cnn": CNNConfig, "alexnet": AlexNetConfig, "resnet": ResNetConfig,
+              "transfer": TransferConfig, "lstm": LSTMConfig},
     "optimizer": {
         "sgd": SGDConfig,
         "adam": AdamConfig,

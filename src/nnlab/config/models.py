@@ -1,6 +1,7 @@
 """Schemas of the `model` group (nnlab.models builders)."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -8,6 +9,8 @@ from omegaconf import MISSING
 @dataclass
 class ModelConfig:
     name: str = MISSING
+    param_budget: int | None = None  # solve `width` so the model has this many parameters (within 5%)
+    max_params: int | None = None  # refuse to train a bigger model (checked before training)
 
 
 @dataclass
@@ -43,4 +46,62 @@ class CNNConfig(ModelConfig):
     batch_norm: bool = False
     dropout: float = 0.0  # after each dense layer of the head (or after the features if none)
     global_pool: bool = False  # global average pooling instead of flatten
+    l2: float = 0.0
+
+
+@dataclass
+class AlexNetConfig(ModelConfig):
+    name: str = "alexnet"
+    filters: list[int] = field(default_factory=lambda: [32, 64, 96, 96, 64])  # one entry per conv stage
+    kernels: list[int] = field(default_factory=lambda: [5, 5, 3, 3, 3])  # same length as filters
+    stem_stride: int = 1  # stride of the very first conv
+    pool_after: list[int] = field(default_factory=lambda: [1, 2, 5])  # 1-based stages followed by max pooling
+    dense: list[int] = field(default_factory=lambda: [512, 512])
+    width: float = 1.0  # multiplies every filter and dense unit count
+    depth: int = 1  # conv layers per stage
+    batch_norm: bool = True
+    dropout: float = 0.5  # after each dense layer (or after the features if none)
+    activation: str = "relu"
+    l2: float = 0.0
+
+
+@dataclass
+class ResNetConfig(ModelConfig):
+    name: str = "resnet"
+    stages: list[int] = field(default_factory=lambda: [2, 2, 2])  # residual blocks per stage
+    filters: list[int] = field(default_factory=lambda: [32, 64, 128])  # one entry per stage
+    block: str = "basic"  # basic | bottleneck (outputs 4x filters)
+    stem_filters: int = 32
+    stem_kernel: int = 3
+    stem_stride: int = 1
+    stem_pool: bool = False  # 3x3/2 max pool after the stem
+    width: float = 1.0  # multiplies the stage filters
+    dropout: float = 0.0  # after global average pooling
+    l2: float = 0.0
+
+
+@dataclass
+class LSTMConfig(ModelConfig):
+    name: str = "lstm"
+    units: list[int] = field(default_factory=lambda: [64])  # one recurrent layer per entry
+    cell: str = "lstm"  # lstm | gru
+    bidirectional: bool = False
+    dropout: float = 0.0  # on each recurrent layer's inputs and after each dense layer
+    recurrent_dropout: float = 0.0
+    dense: list[int] = field(default_factory=list)
+    activation: str = "relu"  # of the dense layers
+
+
+@dataclass
+class TransferConfig(ModelConfig):
+    name: str = "transfer"
+    backbone: str = "MobileNetV2"  # any keras.applications model, e.g. EfficientNetB0, ResNet50V2
+    weights: str | None = None  # null | imagenet | path to a .keras/.h5/.weights.h5 file
+    trainable: Any = "all"  # all | none | N top backbone layers | [layer-name prefixes]
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {alpha: 0.35} for MobileNetV2
+    preprocess: str = "auto"  # auto (the family's ImageNet scaling) | tf | torch | caffe | raw | none
+    freeze_batch_norm: bool | None = None  # null: frozen (inference mode) whenever weights are loaded
+    pooling: str = "avg"  # avg | max | flatten
+    dense: list[int] = field(default_factory=list)
+    dropout: float = 0.2
     l2: float = 0.0

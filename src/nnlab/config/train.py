@@ -1,6 +1,7 @@
 """Schema of the `trainer` group (nnlab.train)."""
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -12,14 +13,28 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of a schedule (gradual unfreezing): a fresh optimizer, and the model's trainable layers."""
+
+    epochs: int = 1
+    trainable: Any = None  # None: as it is | all | none | N top backbone layers | [layer-name prefixes]
+    learning_rate: float | None = None  # None: the optimizer's
+
+
+@dataclass
 class TrainerConfig:
     epochs: int = 10
     batch_size: int = 128
     max_minutes: float | None = None  # stop after the epoch that would overrun this budget
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    loss: str | None = None  # None: by task (sparse categorical cross-entropy / MSE)
+    stages: list[StageConfig] = field(default_factory=list)  # empty: one stage of `epochs`
+    loss: str | None = None  # None: by task (sparse categorical / binary cross-entropy, MSE)
+    loss_options: dict[str, Any] = field(default_factory=dict)  # e.g. huber: {delta: 2.0}
     metrics: list[str] | None = None  # None: by task (accuracy / MAE, RMSE)
     mixed_precision: bool = False  # mixed_float16 on a GPU; ignored (and logged so) on CPU
     jit_compile: bool | None = None  # None: Keras "auto" (XLA where it helps)
     verbose: int | None = None  # Keras progress: None = bars on a terminal, one line per epoch otherwise
-    save_model: bool = True
+    save_model: bool = True  # model.keras in the run's artifacts
+    save_h5: bool = False  # also model.h5 (legacy HDF5: Netron, older tools)
+    export_dir: str | None = None  # also copy the saved files here
+    plot_model: bool = True  # architecture.png (needs pydot and Graphviz; skipped with a tag otherwise)

@@ -28,6 +28,7 @@ class Data:
     rescale: float | None = None  # the model multiplies its inputs by this (uint8 pixels -> [0, 1])
     target_scale: tuple[float, float] | None = None  # (offset, scale): y_original = y * scale + offset
     info: dict[str, Any] = field(default_factory=dict)  # facts worth logging: skipped files, feature names…
+    baselines: dict[str, np.ndarray] = field(default_factory=dict)  # name -> naive test predictions, y's scale
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -77,7 +77,9 @@ def boston(
     else:
         train, val = split_train(x_pool, y_pool, val_split=val_split, limit=limit, seed=seed, stratify=False)
     train, val, test = scale_split(train, val, test, standardize_features)
-    return Data(train, val, test, "regression", None, info={"features": ",".join(BOSTON_COLUMNS)})
+    mean = np.full(len(test[1]), train[1].mean(), np.float32)  # the "no model" price: what MAE is judged against
+    return Data(train, val, test, "regression", None, info={"features": ",".join(BOSTON_COLUMNS)},
+                baselines={"train_mean": mean})
 
 
 def read_numeric(file: Path) -> np.ndarray:
@@ -124,8 +126,12 @@ def airline(
     n_val = int(round(len(train_x) * val_split))
     val = (train_x[len(train_x) - n_val:], train_y[len(train_y) - n_val:]) if n_val else None
     train = (train_x[: len(train_x) - n_val], train_y[: len(train_y) - n_val])
+    # What a forecast must beat: last month's value, and the value of the same month a year earlier.
+    baselines = {"naive": test[0][:, -1, 0]}
+    if window >= 12:
+        baselines["seasonal_naive"] = test[0][:, -12, 0]
     return Data(train, val, test, "regression", None, target_scale=(float(offset), float(factor)),
-                info={"train_months": cut, "test_months": len(series) - cut})
+                info={"train_months": cut, "test_months": len(series) - cut}, baselines=baselines)
 
 
 def fit_scaler(values: np.ndarray, scale: str) -> tuple[float, float]:

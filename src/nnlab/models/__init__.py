@@ -4,35 +4,93 @@ Builders take their config's keys as keyword arguments, so `conf/model/<name>.ya
 signature written down.
 """
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 
+from nnlab.errors import NnlabError
 from nnlab.registry import Registry
 
 MODELS = Registry("model")
 
 
 def head(x, task: str, num_classes: int):
+    """Softmax over the classes, one sigmoid unit for two classes, one linear unit for regression."""
     # float32 output keeps the softmax and the loss stable under mixed precision.
-    if task == "classification":
+    if task == "classification" and num_classes > 2:
         return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
+    if task == "classification":
+        return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="head")(x)
     return keras.layers.Dense(1, dtype="float32", name="head")(x)
 
 
 def build_model(cfg: Mapping[str, Any], input_shape: tuple[int, ...], task: str, num_classes: int,
-                augment: Sequence[keras.layers.Layer] = ()) -> keras.Model:
-    """Input -> training-only augmentation layers -> the registered body -> the task's head."""
-    kwargs = dict(cfg)
-    name = kwargs.pop("name")
-    body = MODELS.get(name)
+                augment: Sequence[keras.layers.Layer] = (), name: str | None = None) -> keras.Model:
+    """Input -> training-only augmentation layers -> the registered body -> the task's head.
+
+    `param_budget` (solved through the builder's `width`) and `max_params` are checked here, before any
+    training starts.
+    """
+    kwargs = solve_param_budget(cfg, input_shape, task, num_classes)
+    max_params = kwargs.pop("max_params", None)
+    model = assemble(kwargs, input_shape, task, num_classes, augment, name)
+    if max_params and model.count_params() > max_params:
+        raise NnlabError(f"Model '{model.name}' has {model.count_params():,} parameters, over model.max_params="
+                         f"{int(max_params):,}; choose a smaller model (width, backbone, dense layers) or raise "
+                         "the limit.")
+    return model
+
+
+def assemble(kwargs: Mapping[str, Any], input_shape, task, num_classes, augment=(), name=None) -> keras.Model:
+    kwargs = dict(kwargs)
+    builder = kwargs.pop("name")
+    body = MODELS.get(builder)
     inputs = keras.Input(shape=input_shape, name="inputs")
     x = inputs
     for layer in augment:
         x = layer(x)
     outputs = head(body(x, **kwargs), task, num_classes)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, outputs, name=name or builder)
+
+
+def solve_param_budget(cfg: Mapping[str, Any], input_shape, task: str, num_classes: int) -> dict[str, Any]:
+    """The config with `width` chosen so the model's parameter count is closest to `param_budget` (the
+    "same size, different depth" lab); unchanged without a budget. Raises if the best is off by over 5%."""
+    kwargs = dict(cfg)
+    budget = kwargs.pop("param_budget", None)
+    if not budget:
+        return kwargs
+    default = inspect.signature(MODELS.get(kwargs["name"])).parameters.get("width")
+    if default is None or kwargs.get("widths"):
+        raise NnlabError(f"model.param_budget needs a model sized by `width` (mlp with depth/width, alexnet, "
+                         f"resnet); '{kwargs['name']}' {'has explicit widths' if default else 'has none'}: "
+                         "drop the budget or set depth and width instead.")
+    lightweight = {k: v for k, v in kwargs.items() if k != "max_params"}
+
+    def count(width):
+        return assemble(lightweight | {"width": width}, input_shape, task, num_classes).count_params()
+
+    width = closest_width(count, budget, integer=isinstance(default.default, int))
+    params = count(width)
+    if abs(params - budget) > 0.05 * budget:
+        raise NnlabError(f"model.param_budget={int(budget):,} cannot be met within 5% by '{kwargs['name']}' "
+                         f"(closest: width {width}, {params:,} parameters); change the budget or the depth.")
+    return kwargs | {"width": width}
+
+
+def closest_width(count, budget: float, integer: bool):
+    """Bisection on a parameter count that grows with the width."""
+    lo, hi = (1, 2) if integer else (1 / 64, 1.0)
+    while count(hi) < budget and hi < 2**20:
+        lo, hi = hi, hi * 2
+    for _ in range(40 if integer else 24):
+        if (hi - lo <= 1) if integer else (hi / lo < 1.001):
+            break
+        mid = (lo + hi) // 2 if integer else (lo + hi) / 2
+        lo, hi = (mid, hi) if count(mid) < budget else (lo, mid)
+    return min((lo, hi), key=lambda w: abs(count(w) - budget))
 
 
 def regularizer(l1: float = 0.0, l2: float = 0.0):
@@ -52,4 +110,4 @@ def dense_block(x, units: int, *, activation: str, batch_norm: bool, dropout: fl
     return x
 
 
-from nnlab.models import conv, dense  # noqa: E402,F401  (registration)
+from nnlab.models import alexnet, conv, dense, resnet, sequence, transfer  # noqa: E402,F401  (registration)
