@@ -100,3 +100,20 @@ def test_csv_table_infers_classification_from_a_text_target(tmp_path):
         load("csv_table", file, target="label")
     with pytest.raises(DataNotFoundError, match="missing.csv does not exist"):
         load("csv_table", tmp_path / "missing.csv", target="kind")
+
+
+def test_airline_baselines_and_year_on_year_differencing(tmp_path):
+    make_airline(tmp_path / "airline-passengers.csv")
+    passengers = (120 + 2.5 * np.arange(144) + 30 * np.sin(2 * np.pi * np.arange(144) / 12)).round()
+    level = load("airline", tmp_path, window=12, test_split=0.25)
+    offset, scale = level.target_scale
+    assert np.allclose(level.baselines["seasonal_naive"] * scale + offset, passengers[96:132])
+    assert np.allclose(level.baselines["naive"] * scale + offset, passengers[107:143])
+    changes = load("airline", tmp_path, window=12, test_split=0.25, difference=12)
+    assert changes.target_scale == (0.0, scale) and changes.input_shape == (12, 1)
+    assert np.allclose(changes.test[1] * scale, passengers[108:] - passengers[96:132])
+    assert np.allclose(changes.baselines["seasonal_naive"], 0.0)  # "same as a year ago" is no change
+    # the same forecast errs by the same amount on either scale
+    assert np.allclose(changes.test[1] - changes.baselines["naive"], level.test[1] - level.baselines["naive"])
+    first_input = changes.train[0][0, :, 0] * scale  # changes over months 12..23, for the target at month 24
+    assert np.allclose(first_input, passengers[12:24] - passengers[0:12])

@@ -83,6 +83,7 @@ class AirlineConfig(DatasetConfig):
     test_split: float = 0.33  # the last third of the months
     val_split: float = 0.0  # the last part of the training windows
     scale: str = "minmax"  # minmax | standard | none, fitted on the training months
+    difference: int = 0  # k > 0: model the change over k months (12: year on year), inputs and target
 
 
 @dataclass

@@ -95,11 +95,44 @@ def read_numeric(file: Path) -> np.ndarray:
 @DATASETS.register("airline")
 def airline(
     *, seed: int, path: str | None = None, column: str = "Passengers", window: int = 12, test_split: float = 0.33,
-    val_split: float = 0.0, scale: str = "minmax", limit: int | None = None,
+    val_split: float = 0.0, scale: str = "minmax", difference: int = 0, limit: int | None = None,
 ) -> Data:
     """A monthly series (CSV: Month,Passengers) as windows of `window` months → the next month. The split is
     chronological (the last `test_split` of the months are the test targets) and the scaler sees the
-    training months only. Metrics are in scaled units; `target_scale` maps predictions back to passengers."""
+    training months only. `difference`=k models the change over k months (12: against the same month a year
+    earlier), inputs and target alike, which spares the model from extrapolating a trend; errors are the same
+    as on the level. Metrics are in scaled units; `target_scale` maps errors back to passengers."""
+    series = read_series(path, column)
+    cut = int(round(len(series) * (1 - test_split)))
+    if cut <= window + difference + 1 or len(series) - cut < 1:
+        raise NnlabError(f"The airline series has {len(series)} values: too few for window={window}, "
+                         f"difference={difference} with test_split={test_split}; shorten dataset.window.")
+    offset, factor = fit_scaler(series[:cut], scale)
+    level = (series - offset) / factor
+    # months t with a full window of (differenced) history: the input is values [t-window, t), the target at t
+    months = np.arange(window + difference, len(level))
+    reference = level[months - difference] if difference else np.zeros(len(months))
+    changes = level[difference:] - level[:-difference] if difference else level
+    x = np.stack([changes[t - difference - window: t - difference] for t in months])[..., None].astype(np.float32)
+    y = (level[months] - reference).astype(np.float32)
+    # What a forecast must beat: last month's value, and the value of the same month a year earlier.
+    guesses = {"naive": level[months - 1] - reference}
+    if months.min() >= 12:
+        guesses["seasonal_naive"] = level[months - 12] - reference
+    test = months >= cut
+    train_x, train_y = x[~test], y[~test]
+    if limit is not None:  # keep the most recent windows: the chronology must survive
+        train_x, train_y = train_x[-int(limit):], train_y[-int(limit):]
+    n_val = int(round(len(train_x) * val_split))
+    val = (train_x[len(train_x) - n_val:], train_y[len(train_y) - n_val:]) if n_val else None
+    train = (train_x[: len(train_x) - n_val], train_y[: len(train_y) - n_val])
+    baselines = {k: v[test].astype(np.float32) for k, v in guesses.items()}
+    return Data(train, val, (x[test], y[test]), "regression", None,
+                target_scale=(0.0 if difference else float(offset), float(factor)),
+                info={"train_months": cut, "test_months": len(series) - cut}, baselines=baselines)
+
+
+def read_series(path: str | None, column: str) -> np.ndarray:
     import pandas as pd
 
     file = find_table(path, ("airline-passengers.csv", "international-airline-passengers.csv", "AirPassengers.csv"),
@@ -110,28 +143,7 @@ def airline(
     series = pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
     if np.isnan(series).any():
         raise NnlabError(f"{file}: {int(np.isnan(series).sum())} values of '{column}' are not numbers; fix them.")
-    cut = int(round(len(series) * (1 - test_split)))
-    if cut <= window + 1 or len(series) - cut < 1:
-        raise NnlabError(f"{file} has {len(series)} values: too few for window={window} with test_split="
-                         f"{test_split}; shorten dataset.window.")
-    offset, factor = fit_scaler(series[:cut], scale)
-    scaled = (series - offset) / factor
-    x = np.lib.stride_tricks.sliding_window_view(scaled[:-1], window)[..., None].astype(np.float32)
-    y = scaled[window:].astype(np.float32)
-    target_month = np.arange(window, len(series))
-    train_x, train_y = x[target_month < cut], y[target_month < cut]
-    test = (x[target_month >= cut], y[target_month >= cut])
-    if limit is not None:  # keep the most recent windows: the chronology must survive
-        train_x, train_y = train_x[-int(limit):], train_y[-int(limit):]
-    n_val = int(round(len(train_x) * val_split))
-    val = (train_x[len(train_x) - n_val:], train_y[len(train_y) - n_val:]) if n_val else None
-    train = (train_x[: len(train_x) - n_val], train_y[: len(train_y) - n_val])
-    # What a forecast must beat: last month's value, and the value of the same month a year earlier.
-    baselines = {"naive": test[0][:, -1, 0]}
-    if window >= 12:
-        baselines["seasonal_naive"] = test[0][:, -12, 0]
-    return Data(train, val, test, "regression", None, target_scale=(float(offset), float(factor)),
-                info={"train_months": cut, "test_months": len(series) - cut}, baselines=baselines)
+    return series
 
 
 def fit_scaler(values: np.ndarray, scale: str) -> tuple[float, float]:

@@ -22,6 +22,7 @@ FAMILIES = {
 }
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68])  # keras.applications.imagenet_utils, mode="caffe"
 
 
 def backbone_names() -> list[str]:
@@ -48,7 +49,7 @@ def preprocessing(x, mode: str):
         return keras.layers.Normalization(mean=IMAGENET_MEAN, variance=IMAGENET_STD**2, name="preprocess")(x)
     if mode == "caffe":  # one fixed 1x1 conv: RGB -> BGR, x255, minus the BGR mean
         flip = np.eye(3)[::-1] * 255.0
-        bias = -IMAGENET_MEAN[::-1] * 255.0
+        bias = -CAFFE_MEAN_BGR
         layer = keras.layers.Conv2D(3, 1, name="preprocess", trainable=False,
                                     kernel_initializer=keras.initializers.Constant(flip[None, None]),
                                     bias_initializer=keras.initializers.Constant(bias))
