@@ -6,8 +6,12 @@
             on later epochs), on fruits-360-more and cifar-10-images
   catalogue boston_mlp (test MAE <= 2.2), notmnist_cnn (>= 95%), cifar10_cnn (>= 72%)
   fashion   fashion_mlp and fashion_cnn_adam: test accuracy and wall time (targets 89.5% / 93.5%)
+  archs     mnist_cnn (>= 99.4%), fashion_alexnet and its wide/deep variants, airline_lstm (vs seasonal naive)
+  photos    fruits_cnn (>= 99.5% in 10 min), fruits_resnet (>= 99.8% in 30 min), faces_age (MAE <= 7 in 60 min)
+  transfer  cifar10_mobilenet (pretrains and exports a backbone), hotdog_transfer from it, hotdog_scratch:
+            transfer must beat scratch
 
-Usage: python benchmarks/run.py [cfg overhead images catalogue fashion] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
+Usage: python benchmarks/run.py [cfg overhead images catalogue fashion archs photos transfer] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
 points it at ../shared/datasets). Results: bench-results/results.json and printed Markdown.
 """
 
@@ -77,21 +81,31 @@ def bench_overhead(work: str, epochs: int) -> dict:
             "plain_output": out.strip().splitlines()[-1], "nnlab_test_accuracy": run["test_accuracy"]}
 
 
-def bench_experiments(work: str, names: tuple[str, ...]) -> dict:
-    """Each experiment as a user runs it; the headline metric, time and how it stopped."""
+KEEP = ("test_accuracy", "test_mae", "test_loss", "test_rmse_original", "test_rmse_original_naive",
+        "test_rmse_original_seasonal_naive", "params", "training_seconds", "epochs_run", "stopped_by", "status")
+
+
+def bench_experiments(work: str, names: tuple[str | tuple[str, ...], ...]) -> dict:
+    """Each experiment as a user runs it (an entry may add overrides); the headline metric, time and how it
+    stopped. Jobs share the working folder, so one can load what an earlier one exported."""
     results = {}
     store = f"sqlite:///{work}/experiments.db"
-    for name in names:
-        seconds, _ = timed(nnlab(f"+experiment={name}", f"tracking.uri={store}", f"tracking.experiment={name}"), work)
+    for entry in names:
+        name, *extra = (entry,) if isinstance(entry, str) else entry
+        seconds, _ = timed(nnlab(f"+experiment={name}", *extra, f"tracking.uri={store}",
+                                 f"tracking.experiment={name}"), work)
         run = last_run(store, name)
-        keep = ("test_accuracy", "test_mae", "test_loss", "training_seconds", "epochs_run", "stopped_by", "status")
-        results[name] = {"wall_seconds": seconds, **{k: run[k] for k in keep if k in run}}
+        results[name] = {"wall_seconds": seconds, **{k: run[k] for k in KEEP if k in run}}
     return results
 
 
 SUITES = {
     "fashion": ("fashion_mlp", "fashion_cnn_adam"),
     "catalogue": ("boston_mlp", "notmnist_cnn", "cifar10_cnn"),
+    "archs": ("mnist_cnn", "fashion_alexnet", "fashion_alexnet_wide", "fashion_alexnet_deep", "airline_lstm"),
+    "photos": ("fruits_cnn", "fruits_resnet", "faces_age"),
+    "transfer": ("cifar10_mobilenet", ("hotdog_transfer", "model.weights=models/cifar10_mobilenet/model.keras"),
+                 "hotdog_scratch"),
 }
 
 

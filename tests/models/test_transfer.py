@@ -121,3 +121,8 @@ def test_caffe_preprocessing_flips_channels_scales_and_centres():
 def test_max_params_refuses_before_training():
     with pytest.raises(NnlabError, match=r"has [\d,]+ parameters, over model.max_params=1,000"):
         transfer(max_params=1000)
+
+
+def test_from_scratch_batch_norm_statistics_follow_the_data_quickly():
+    scratch = [l for l in transfer().get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert scratch and all(l.momentum == 0.99 for l in scratch)

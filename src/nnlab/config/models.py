@@ -99,6 +99,7 @@ class TransferConfig(ModelConfig):
     weights: str | None = None  # null | imagenet | path to a .keras/.h5/.weights.h5 file
     trainable: Any = "all"  # all | none | N top backbone layers | [layer-name prefixes]
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {alpha: 0.35} for MobileNetV2
+    resize: list[int] | None = None  # [height, width] the inputs are resized to first
     preprocess: str = "auto"  # auto (the family's ImageNet scaling) | tf | torch | caffe | raw | none
     freeze_batch_norm: bool | None = None  # null: frozen (inference mode) whenever weights are loaded
     pooling: str = "avg"  # avg | max | flatten

@@ -102,20 +102,29 @@ def copy_weights(source: keras.Model, target: keras.Model, origin: str) -> None:
 
 @MODELS.register("transfer")
 def transfer(x, *, backbone: str = "MobileNetV2", weights: str | None = None, trainable: Any = "all",
-             backbone_kwargs: dict[str, Any] | None = None, preprocess: str = "auto",
-             freeze_batch_norm: bool | None = None, pooling: str = "avg", dense: Sequence[int] = (),
-             dropout: float = 0.2, l2: float = 0.0):
-    """`backbone` from keras.applications without its top, then pooling, `dense` layers and `dropout`.
+             backbone_kwargs: dict[str, Any] | None = None, resize: Sequence[int] | None = None,
+             preprocess: str = "auto", freeze_batch_norm: bool | None = None, pooling: str = "avg",
+             dense: Sequence[int] = (), dropout: float = 0.2, l2: float = 0.0):
+    """`backbone` from keras.applications without its top (inputs resized to `resize` if given), then
+    pooling, `dense` layers and `dropout`.
 
     `trainable`: all | none | N (the backbone's last N layers) | a list of layer-name prefixes. Batch norm runs
     in inference mode when `freeze_batch_norm` (default: whenever weights are loaded), so fine-tuning on a small
     set does not wreck the statistics the backbone learnt.
     """
     kwargs = dict(backbone_kwargs or {})
+    if resize:  # e.g. 32 px CIFAR up to a size the backbone's strides suit
+        x = keras.layers.Resizing(*resize, name="resize")(x)
     x = preprocessing(x, preprocess_mode(backbone) if preprocess == "auto" else preprocess)
     base = application(backbone, tuple(x.shape[1:]), kwargs)
     load_weights(base, backbone, weights, kwargs)
     frozen_bn = freeze_batch_norm if freeze_batch_norm is not None else weights not in (None, "none")
+    if weights in (None, "none"):
+        # The applications ship momentum 0.999, tuned for ImageNet's long epochs; on a few thousand images
+        # the moving statistics would lag for dozens of epochs and validation would look like chance.
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = min(layer.momentum, 0.99)
     x = base(x, training=False) if frozen_bn else base(x)
     set_trainable(base, trainable)
     if pooling not in POOLINGS:
