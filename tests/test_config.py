@@ -89,3 +89,38 @@ def test_cfg_job_never_imports_tensorflow_or_keras():
     assert out.returncode == 0, out.stderr
     assert "name: cnn" in out.stdout
     assert "IMPORTED []" in out.stdout
+
+
+def experiment_names():
+    from pathlib import Path
+
+    import nnlab.conf
+
+    return sorted(p.stem for p in (Path(nnlab.conf.__file__).parent / "experiment").glob("*.yaml"))
+
+
+def input_shape(dataset) -> tuple[int, ...]:
+    fixed = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "notmnist": (28, 28, 1), "cifar10": (32, 32, 3),
+             "boston": (13,), "digits": (8, 8, 1)}
+    if dataset.name in fixed:
+        return fixed[dataset.name]
+    if dataset.name == "airline":
+        return (dataset.window, 1)
+    return (*dataset.image_size, 3)
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_every_experiment_composes_and_its_model_builds(name, monkeypatch):
+    """Each preset resolves, and its model builds on its dataset's input within its own max_params."""
+    from nnlab.models import build_model
+
+    monkeypatch.setenv("NNLAB_DATA_DIR", "/data/root")
+    cfg = composed(f"+experiment={name}")
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if model_cfg.get("weights") not in (None, "none"):
+        model_cfg["weights"] = None  # ImageNet or a file made by another run: not needed to check the shape
+    classification = cfg.dataset.name not in ("boston", "airline", "faces")
+    model = build_model(model_cfg, input_shape(cfg.dataset), "classification" if classification else "regression",
+                        10 if classification else 0)
+    assert model.count_params() > 0
+    assert cfg.tracking.experiment != "nnlab", "presets file their runs under their lab's experiment"
