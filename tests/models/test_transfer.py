@@ -126,3 +126,17 @@ def test_max_params_refuses_before_training():
 def test_from_scratch_batch_norm_statistics_follow_the_data_quickly():
     scratch = [l for l in transfer().get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)]
     assert scratch and all(l.momentum == 0.99 for l in scratch)
+
+
+def test_imagenet_weights_that_cannot_be_fetched_are_one_sentence(monkeypatch):
+    real = keras.applications.MobileNetV2
+
+    def offline(*args, weights=None, **kwargs):
+        if weights == "imagenet":  # what keras.utils.get_file raises without a network
+            raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]")
+        return real(*args, weights=weights, **kwargs)
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    with pytest.raises(NnlabError, match=r"ImageNet weights for MobileNetV2 could not be loaded .* put the weights "
+                                         r"file in ~/.keras/models/, or set model.weights"):
+        transfer(weights="imagenet")
