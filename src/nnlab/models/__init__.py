@@ -4,6 +4,7 @@ Builders take their config's keys as keyword arguments, so `conf/model/<name>.ya
 signature written down.
 """
 
+import functools
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -69,6 +70,7 @@ def solve_param_budget(cfg: Mapping[str, Any], input_shape, task: str, num_class
                          "drop the budget or set depth and width instead.")
     lightweight = {k: v for k, v in kwargs.items() if k != "max_params"}
 
+    @functools.cache  # the bisection and the final check ask for the same widths again
     def count(width):
         return assemble(lightweight | {"width": width}, input_shape, task, num_classes).count_params()
 
