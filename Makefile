@@ -7,7 +7,7 @@ ARGS   ?=
 # Benchmarks read the real datasets: $NNLAB_DATA_DIR, else ../shared/datasets beside the checkout
 BENCH_DATA ?= $(or $(NNLAB_DATA_DIR),$(abspath ../shared/datasets))
 
-.PHONY: install backends graphviz run test test-fast ui bench clean
+.PHONY: install backends graphviz run test test-fast test-ui ui bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
@@ -46,9 +46,21 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-## Browse the runs of ./mlflow.db at http://127.0.0.1:5000
+## The MLflow UI check: playwright plus Debian's chromium (apt where root), then the `ui` tests.
+## The screenshot is kept in outputs/ui-check/ (NNLAB_UI_SCREENSHOT_DIR overrides)
+test-ui: $(STAMP)
+	$(PY) -m pip install -q "playwright>=1.40"
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
+	  || echo "make: could not install chromium; the ui tests will skip"; \
+	else echo "make: Chromium not found; install it (apt install chromium) or the ui tests skip"; fi
+	NNLAB_UI_SCREENSHOT_DIR=$${NNLAB_UI_SCREENSHOT_DIR:-$(abspath outputs/ui-check)} $(PY) -m pytest -q -m ui tests/test_ui.py $(ARGS)
+
+## Browse the runs of ./mlflow.db at http://127.0.0.1:5000 (lean: one worker, no job runner: 0.5 GB, not 2.7 GB)
 ui: $(STAMP)
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --host 127.0.0.1 --port 5000
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) \
+	  --host 127.0.0.1 --port 5000 --workers 1
 
 ## Benchmarks on the real datasets (minutes to an hour; not in CI). Results land in bench-results/
 bench: $(STAMP)

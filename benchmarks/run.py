@@ -10,8 +10,10 @@
   photos    fruits_cnn (>= 99.5% in 10 min), fruits_resnet (>= 99.8% in 30 min), faces_age (MAE <= 7 in 60 min)
   transfer  cifar10_mobilenet (pretrains and exports a backbone), hotdog_transfer from it, hotdog_scratch:
             transfer must beat scratch
+  sweep     wall time of a 4-job Fashion-MNIST MLP sweep with the joblib launcher / the same sweep run
+            serially (target <= 0.6 on 2 cores)
 
-Usage: python benchmarks/run.py [cfg overhead images catalogue fashion archs photos transfer] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
+Usage: python benchmarks/run.py [cfg overhead images catalogue fashion archs photos transfer sweep] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
 points it at ../shared/datasets). Results: bench-results/results.json and printed Markdown.
 """
 
@@ -99,6 +101,21 @@ def bench_experiments(work: str, names: tuple[str | tuple[str, ...], ...]) -> di
     return results
 
 
+def bench_sweep(work: str, n_jobs: int = 2) -> dict:
+    """The same 4-job sweep (MLP widths on Fashion-MNIST, 3 epochs) in-process, then with joblib workers."""
+    sweep = ("--multirun", "+experiment=fashion_mlp", "model.widths=null", "model.depth=2",
+             "model.width=64,128,256,512", "trainer.epochs=3", "trainer.max_minutes=null",
+             "trainer.plot_model=false")
+    times = {}
+    for launcher in ("basic", "joblib"):
+        store = f"sqlite:///{work}/sweep_{launcher}.db"
+        extra = ("hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}") if launcher == "joblib" else ()
+        times[launcher], _ = timed(nnlab(*sweep, *extra, f"tracking.uri={store}", "tracking.experiment=bench",
+                                         f"hydra.sweep.dir={work}/multirun_{launcher}"), work)
+    return {"serial_seconds": times["basic"], "joblib_seconds": times["joblib"], "n_jobs": n_jobs,
+            "ratio": times["joblib"] / times["basic"]}
+
+
 SUITES = {
     "fashion": ("fashion_mlp", "fashion_cnn_adam"),
     "catalogue": ("boston_mlp", "notmnist_cnn", "cifar10_cnn"),
@@ -127,7 +144,8 @@ def main() -> None:
             elif which == "images":
                 result = bench_images(os.environ["NNLAB_DATA_DIR"])
             else:
-                result = {"cfg": lambda: bench_cfg(work), "overhead": lambda: bench_overhead(work, args.epochs)}[which]()
+                result = {"cfg": lambda: bench_cfg(work), "overhead": lambda: bench_overhead(work, args.epochs),
+                          "sweep": lambda: bench_sweep(work)}[which]()
             results[which] = {**result, "when": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count()}
             results_file.write_text(json.dumps(results, indent=2))
             print(json.dumps({which: results[which]}, indent=2), flush=True)

@@ -14,8 +14,12 @@ from nnlab.errors import ConfigError, NnlabError
 
 
 def primary_metric(task: str, metrics: dict[str, float]) -> float | None:
-    """What a sweeper optimises: test accuracy for classifiers, test loss for regressors."""
-    return metrics.get("test_accuracy") if task == "classification" else metrics.get("test_loss")
+    """What a sweeper (Optuna) optimises: the best validation accuracy for classifiers, the best validation loss
+    for regressors; the test value only where the run had no validation split (tuning on the test set would
+    make its score optimistic)."""
+    if task == "classification":
+        return metrics.get("best_val_accuracy", metrics.get("test_accuracy"))
+    return metrics.get("best_val_loss", metrics.get("test_loss"))
 
 
 def import_plugins(plugins: list[str]) -> None:
@@ -46,6 +50,12 @@ def run_tags(cfg: dict[str, Any], commit: str | None) -> dict[str, Any]:
         "nnlab.version": __version__,
         **hydra_tags(),
     }
+
+
+def hydra_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def hydra_tags() -> dict[str, Any]:
@@ -162,14 +172,20 @@ def run(cfg: DictConfig) -> float | None:
     yaml_text = OmegaConf.to_yaml(cfg, resolve=True)
     container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     import_plugins(container["plugins"])
-    from nnlab import track
+    from nnlab import sweep, track
 
-    with track.start_run(container["tracking"], run_tags(container, track.git_commit())) as run:
+    tracking, tags = container["tracking"], run_tags(container, track.git_commit())
+    context = sweep.job_context()
+    if context is not None:  # a multirun job: a child of the sweep's parent run, in the sweep's store
+        tracking = {**tracking, "uri": context.uri, "experiment": context.experiment,
+                    "run_name": tracking["run_name"] or (context.job_name(hydra_overrides()) or None)}
+        tags |= context.child_tags()
+    with track.start_run(tracking, tags) as run:
         run.params(track.flatten(container))
         task, metrics, stopped_by = train_and_log(container, yaml_text, run)
         run_id = run.run_id
     headline = {k: round(v, 4) for k, v in metrics.items() if k in ("test_accuracy", "test_loss", "test_mae")}
-    uri = track.resolve_uri(container["tracking"]["uri"])
-    print(f"\nnnlab: run {run_id} FINISHED in experiment '{container['tracking']['experiment']}' "
+    uri = track.resolve_uri(tracking["uri"])
+    print(f"\nnnlab: run {run_id} FINISHED in experiment '{tracking['experiment']}' "
           f"({stopped_by}): {headline}\n  store: {uri}\n  browse: make ui  (or: mlflow ui --backend-store-uri {uri})")
     return primary_metric(task, metrics)

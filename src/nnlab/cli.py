@@ -1,4 +1,5 @@
-"""Command line: `nnlab [hydra overrides]` trains one job (or a sweep with -m); `nnlab list` shows what exists.
+"""Command line: `nnlab [hydra overrides]` trains one job (or a sweep with -m); `nnlab sweep NAME` runs a sweep
+preset; `nnlab report` builds the comparison table of a sweep; `nnlab list` shows what exists.
 
 Errors reach the user as one sentence (what, where, how to fix) and a non-zero exit; HYDRA_FULL_ERROR=1
 brings back full tracebacks.
@@ -7,6 +8,7 @@ brings back full tracebacks.
 import os
 import signal
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -15,7 +17,7 @@ from nnlab import config as _config  # noqa: F401  (registers the schemas before
 from nnlab.errors import ConfigError, NnlabError, closest, unknown_name
 
 EXIT_CONFIG, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
-GROUPS = ("dataset", "model", "optimizer", "trainer", "tracking", "experiment")
+GROUPS = ("dataset", "model", "optimizer", "trainer", "tracking", "experiment", "sweep")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -90,22 +92,56 @@ def stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
-def main() -> None:
-    args = sys.argv[1:]
-    if args[:1] == ["list"]:
-        list_everything()
-        return
-    if args[:1] in (["--version"], ["version"]):
-        from nnlab import __version__
+def report_main(argv: list[str]) -> None:
+    import argparse
 
-        print(f"nnlab {__version__}")
-        return
-    full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    parser = argparse.ArgumentParser(prog="nnlab report", description="Comparison table and figures for a "
+                                     "sweep (its id or parent run) or a whole experiment, from MLflow.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--sweep", help="sweep id (the parent run's name)")
+    which.add_argument("--parent", help="parent run id")
+    which.add_argument("--experiment", help="experiment name: every run in it")
+    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="MLflow store (default: ./mlflow.db)")
+    parser.add_argument("--out", help="output folder (default: reports/<sweep or experiment>)")
+    parser.add_argument("--formats", default="md,csv,tex,html", help="comma-separated: md,csv,tex,html")
+    parser.add_argument("--columns", default="", help="comma-separated columns to keep (params or metrics)")
+    parser.add_argument("--sort", help="column to sort by (default: the headline test metric)")
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument("--ascending", action="store_true", default=None)
+    order.add_argument("--descending", dest="ascending", action="store_false")
+    parser.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
+    args = parser.parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    from nnlab import report, track
+
+    client = MlflowClient(track.resolve_uri(args.uri))
+    name = args.sweep or args.parent or args.experiment
+    result = report.build(client, args.experiment, args.sweep, args.parent,
+                          out=args.out or Path("reports") / name, formats=split(args.formats),
+                          columns=split(args.columns), sort=args.sort, ascending=args.ascending,
+                          log_to_parent=not args.no_log)
+    print(result.table.to_markdown(index=False, floatfmt=".4g"))
+    print(f"\nnnlab: report of '{result.title}' ({len(result.table)} runs) written to "
+          f"{', '.join(str(p) for p in result.paths)}")
+
+
+def split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def sweep_args(argv: list[str]) -> list[str]:
+    """`nnlab sweep NAME [overrides]` is `nnlab -m +sweep=NAME [overrides]`."""
+    if not argv or argv[0].startswith("-") or "=" in argv[0]:
+        raise ConfigError("Name a sweep preset: nnlab sweep NAME [overrides]; `nnlab list` shows the presets.")
+    return ["--multirun", f"+sweep={argv[0]}", *argv[1:]]
+
+
+def guarded(action, full_errors: bool = False):
+    """Run `action` the CLI's way: errors become one sentence on stderr and a non-zero exit (tracebacks
+    where the user set HYDRA_FULL_ERROR=1)."""
     try:
-        hydra_app()
+        return action()
     except SystemExit:
         raise
     except KeyboardInterrupt as err:
@@ -126,3 +162,25 @@ def main() -> None:
         print(f"nnlab: error: {type(err).__name__}: {err} (HYDRA_FULL_ERROR=1 shows the traceback; "
               f"a started run keeps it in error.txt).", file=sys.stderr)
         sys.exit(EXIT_RUNTIME)
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    full_errors = os.environ.get("HYDRA_FULL_ERROR") == "1"  # the user's choice, before we set it below
+    if args[:1] == ["list"]:
+        list_everything()
+        return
+    if args[:1] == ["report"]:
+        guarded(lambda: report_main(args[1:]), full_errors)
+        return
+    if args[:1] == ["sweep"]:
+        sys.argv[1:] = args = guarded(lambda: sweep_args(args[1:]), full_errors)
+    if args[:1] in (["--version"], ["version"]):
+        from nnlab import __version__
+
+        print(f"nnlab {__version__}")
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    guarded(hydra_app, full_errors)

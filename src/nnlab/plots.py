@@ -1,4 +1,4 @@
-"""Figures for the lab report: learning curves and the confusion matrix."""
+"""Figures for the lab report: learning curves, the confusion matrix, and sweep comparisons."""
 
 from collections.abc import Mapping, Sequence
 
@@ -72,6 +72,49 @@ def architecture(model, path) -> str | None:
     keras.utils.plot_model(model, to_file=str(path), show_shapes=True, show_trainable=True, expand_nested=False,
                            dpi=72)
     return None
+
+
+def metric_vs_params(table, params: Sequence[str], metric: str) -> Figure:
+    """One panel per swept parameter: the metric of every run (dots) and its mean per value (line). Values
+    are sorted numerically where they are numbers, else kept in first-seen order."""
+    fig, axes = plt.subplots(1, len(params), figsize=(4.5 * len(params), 3.6), squeeze=False)
+    for ax, param in zip(axes[0], params):
+        labels = [str(v) for v in table[param]]  # missing params (a run that lacked the key) read "None"
+        values = list(dict.fromkeys(labels))
+        numeric = all(is_number(v) for v in values)
+        order = sorted(values, key=float) if numeric else values
+        position = {v: i for i, v in enumerate(order)}
+        x = [position[v] for v in labels]
+        ax.scatter(x, table[metric], alpha=0.6, label="run")
+        means = table.assign(_x=x).groupby("_x")[metric].mean()
+        ax.plot(means.index, means.values, marker="o", color="tab:red", label="mean")
+        ax.set_xticks(range(len(order)), order, rotation=30 if max(map(len, order)) > 6 else 0)
+        ax.set(xlabel=param, ylabel=metric, title=f"{metric} vs {param}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def overlaid_curves(curves: Mapping[str, Sequence[float]], name: str) -> Figure:
+    """Every run's per-epoch `name` (e.g. val_loss) on one set of axes."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", ms=2, label=label[:40])
+    ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch, all runs")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=1 + len(curves) // 12)
+    fig.tight_layout()
+    return fig
 
 
 def close(fig: Figure) -> None:

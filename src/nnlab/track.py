@@ -1,4 +1,6 @@
-"""MLflow tracking: one run per job, which ends FINISHED, or FAILED with the error recorded."""
+"""MLflow tracking: one run per job, which ends FINISHED, or FAILED with the error recorded.
+
+Keras is not imported here: `nnlab report` and the sweep callback read and write the store without it."""
 
 import logging
 import math
@@ -13,15 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import keras
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from nnlab.optim import current_lr
-
 log = logging.getLogger(__name__)
 
+# Sweep bookkeeping: MLflow nests runs by PARENT_TAG; ours mark the sweep and a run's role in it.
+PARENT_TAG = "mlflow.parentRunId"
+SWEEP_TAG = "nnlab.sweep_id"
+ROLE_TAG = "nnlab.role"
 MAX_PARAM_CHARS = 6000  # MLflow's limit for a param value
 BATCH = 100  # MLflow's limit on params per log_batch call
 
@@ -100,10 +103,14 @@ class RunLogger:
     def file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
 
-    def epoch_logger(self) -> keras.callbacks.Callback:
-        return EpochLogger(self)
+    def epoch_logger(self):
+        """A Keras callback logging each epoch's metrics and learning rate here (imports Keras on first use, so
+        reading the store, e.g. for `nnlab report`, stays light)."""
+        from nnlab.train import EpochMetrics
 
-    def model(self, model: keras.Model, formats: Sequence[str] = ("keras",), export_dir: str | None = None) -> None:
+        return EpochMetrics(self.metrics)
+
+    def model(self, model, formats: Sequence[str] = ("keras",), export_dir: str | None = None) -> None:
         """Save as model.keras (and model.h5, the legacy format Netron and older tools read) into the run, and
         into `export_dir` too when given (a stable path, e.g. for model.weights of a later transfer run)."""
         # Save to a private folder first: a save that fails half-way never reaches the run or the export.
@@ -118,22 +125,6 @@ class RunLogger:
                     partial = target / f".{path.name}.partial"
                     shutil.copyfile(path, partial)
                     os.replace(partial, target / path.name)
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Per-epoch train/validation metrics and the learning rate, with step = epoch number (1-based)."""
-
-    def __init__(self, run: RunLogger):
-        super().__init__()
-        self.run = run
-
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = dict(logs or {})
-        try:
-            metrics["lr"] = current_lr(self.model.optimizer)
-        except (AttributeError, TypeError, ValueError):
-            pass
-        self.run.metrics(metrics, step=epoch + 1)
 
 
 @contextmanager

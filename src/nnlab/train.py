@@ -16,6 +16,7 @@ import numpy as np
 from nnlab.data import Data
 from nnlab.data.pipeline import batches
 from nnlab.errors import NnlabError, unknown_name
+from nnlab.optim import build_optimizer, current_lr
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,23 @@ def compile_model(model: keras.Model, optimizer, task: str, trainer: Mapping[str
     )
 
 
+class EpochMetrics(keras.callbacks.Callback):
+    """Hands each epoch's metrics and learning rate to `sink(metrics, step)`, step = 1-based epoch (the
+    tracker provides the sink: training itself never imports tracking)."""
+
+    def __init__(self, sink):
+        super().__init__()
+        self.sink = sink
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = dict(logs or {})
+        try:
+            metrics["lr"] = current_lr(self.model.optimizer)
+        except (AttributeError, TypeError, ValueError):
+            pass
+        self.sink(metrics, step=epoch + 1)
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stops after the epoch when the next one would overrun `max_minutes` (judged by the slowest so far).
     One instance spans all the stages of a schedule."""
@@ -172,7 +190,6 @@ def train(model: keras.Model, data: Data, trainer: Mapping[str, Any], optimizer_
     gradual-unfreezing schedule; without it, one stage of `trainer.epochs`. Each stage gets a fresh optimizer,
     because Keras must recompile to see changed trainable flags."""
     from nnlab.models.transfer import apply_trainable
-    from nnlab.optim import build_optimizer
 
     stages = list(trainer.get("stages") or [{"epochs": trainer["epochs"]}])
     budget = TimeBudget(float(trainer["max_minutes"])) if trainer.get("max_minutes") else None

@@ -61,6 +61,7 @@ class Config:
     seed: int = 42
     data_root: str = "${oc.env:NNLAB_DATA_DIR,${nnlab.user_data_dir:}}"
     plugins: list[str] = field(default_factory=list)  # modules to import: user builders register there
+    sweep_name: str | None = None  # set by conf/sweep presets: names the sweep's parent run
 
 
 SCHEMAS: dict[str, dict[str, type]] = {

@@ -1,0 +1,184 @@
+"""Lab-report tables from MLflow: one row per run of a sweep, a parent run or an experiment.
+
+Columns are the parameters that differ between the runs (what was swept), then train/validation metrics at the
+best epoch (the early-stopping monitor's best, not the last epoch), test metrics, parameter count and time. The
+table is written as Markdown, CSV, LaTeX and HTML, with two figures: the headline metric against each swept
+parameter, and the validation curves overlaid.
+"""
+
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from nnlab import plots
+from nnlab.errors import NnlabError, closest
+from nnlab.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
+
+FORMATS = {"md": "table.md", "csv": "table.csv", "tex": "table.tex", "html": "table.html"}
+# Params that differ between runs without being a choice of the experimenter.
+NOT_SWEPT = ("tracking.", "hydra.", "data.", "data_root", "sweep_name")
+TRAIN_VAL = ("loss", "accuracy", "mae", "rmse")
+TEST = ("test_loss", "test_accuracy", "test_f1_macro", "test_mae", "test_rmse", "test_mae_original",
+        "test_rmse_original")
+FACTS = ("best_epoch", "epochs_run", "params", "training_seconds")
+
+
+@dataclass
+class Report:
+    title: str
+    table: pd.DataFrame
+    swept: list[str]
+    metric: str
+    paths: list[Path] = field(default_factory=list)
+
+
+def select_runs(client: MlflowClient, experiment: str | None = None, sweep: str | None = None,
+                parent: str | None = None) -> tuple[str, list[Run], Run | None]:
+    """(title, job runs, parent run or None) for exactly one of experiment name, sweep id or parent run id."""
+    if sum(x is not None for x in (experiment, sweep, parent)) != 1:
+        raise NnlabError("Choose the runs with exactly one of --experiment NAME, --sweep ID or --parent RUN_ID.")
+    if parent is not None:
+        parent_run = get_run(client, parent)
+        runs = client.search_runs([parent_run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'",
+                                  max_results=5000)
+        return parent_run.info.run_name or parent, runs, parent_run
+    if sweep is not None:
+        found = client.search_runs(all_experiment_ids(client), f"tags.`{SWEEP_TAG}` = '{sweep}'", max_results=5000)
+        parents = [r for r in found if r.data.tags.get(ROLE_TAG) == "sweep"]
+        runs = [r for r in found if r.data.tags.get(ROLE_TAG) != "sweep"]
+        if not found:
+            raise NnlabError(f"No runs carry sweep id '{sweep}' in this store; the sweep's parent run is named "
+                             "after its id (see `mlflow ui` or the sweep's console output).")
+        return sweep, runs, parents[0] if parents else None
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        hint = closest(experiment, names)
+        raise NnlabError(f"No experiment '{experiment}' in this store: it has {', '.join(names) or 'none'}"
+                         + (f"; did you mean '{hint}'?" if hint else "."))
+    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    return experiment, [r for r in runs if r.data.tags.get(ROLE_TAG) != "sweep"], None
+
+
+def get_run(client: MlflowClient, run_id: str) -> Run:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        raise NnlabError(f"No run '{run_id}' in this store ({err.error_code}); copy the parent run's id from "
+                         "`mlflow ui` or the sweep's console output.") from err
+
+
+def all_experiment_ids(client: MlflowClient) -> list[str]:
+    return [e.experiment_id for e in client.search_experiments()]
+
+
+def swept_params(runs: Sequence[Run]) -> list[str]:
+    """Parameters whose values differ between the runs, in config order."""
+    keys = dict.fromkeys(k for r in runs for k in r.data.params if not k.startswith(NOT_SWEPT))
+    return [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1]
+
+
+def row(run: Run, swept: Sequence[str], extra: Sequence[str]) -> dict:
+    m, p = run.data.metrics, run.data.params
+    out: dict = {"run": run.info.run_name, **{k: p.get(k, "") for k in swept}}
+    for name in TRAIN_VAL:  # best-epoch values where the run had a validation monitor, else the last epoch's
+        out[f"train_{name}"] = m.get(f"best_{name}", m.get(name))
+        out[f"val_{name}"] = m.get(f"best_val_{name}", m.get(f"val_{name}"))
+    out |= {k: m.get(k) for k in TEST + FACTS}
+    out |= {k: m.get(k, p.get(k)) for k in extra}
+    out["status"] = run.info.status
+    return out
+
+
+def comparison_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequence[str] = (),
+                     sort: str | None = None, ascending: bool | None = None) -> tuple[pd.DataFrame, str]:
+    """(table, headline metric): empty metric columns dropped; sorted by `sort` or the headline metric."""
+    table = pd.DataFrame([row(r, swept, [c for c in columns if c not in swept]) for r in runs])
+    table = table.dropna(axis=1, how="all")
+    metric = next((m for m in ("test_accuracy", "test_mae", "test_loss") if m in table), "run")
+    if columns:
+        unknown = [c for c in columns if c not in table]
+        if unknown:
+            raise NnlabError(f"Unknown column(s) {', '.join(unknown)}: the runs have {', '.join(table.columns)}.")
+        table = table[["run", *[c for c in columns if c != "run"]]]
+    key = sort or metric
+    if key not in table:
+        hint = closest(key, list(table.columns))
+        raise NnlabError(f"Cannot sort by '{key}': no such column" + (f"; did you mean '{hint}'?" if hint else "."))
+    up = ascending if ascending is not None else not ("accuracy" in key or "f1" in key)
+    return table.sort_values(key, ascending=up, kind="stable").reset_index(drop=True), metric
+
+
+def write_tables(table: pd.DataFrame, out: Path, formats: Sequence[str], caption: str) -> list[Path]:
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise NnlabError(f"Unknown report format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}.")
+    out.mkdir(parents=True, exist_ok=True)
+    shown = table.map(lambda v: round(v, 4) if isinstance(v, float) and not math.isnan(v) else v)
+    writers = {
+        "md": lambda: f"{caption}\n\n{shown.to_markdown(index=False)}\n",
+        "csv": lambda: table.to_csv(index=False),
+        "tex": lambda: shown.to_latex(index=False, caption=caption, escape=True),
+        "html": lambda: shown.to_html(index=False, border=0, na_rep=""),
+    }
+    paths = []
+    for fmt in formats:
+        path = out / FORMATS[fmt]
+        path.write_text(writers[fmt]())
+        paths.append(path)
+    return paths
+
+
+def write_figures(client: MlflowClient, runs: Sequence[Run], table: pd.DataFrame, swept: Sequence[str],
+                  metric: str, out: Path) -> list[Path]:
+    paths = []
+    if swept and metric in table:
+        fig = plots.metric_vs_params(table, list(swept), metric)
+        paths.append(save(fig, out / "metric_vs_params.png"))
+    monitor = "val_accuracy" if metric.endswith("accuracy") else "val_loss"
+    curves = {r.info.run_name or r.info.run_id: [m.value for m in sorted(
+        client.get_metric_history(r.info.run_id, monitor), key=lambda m: m.step)] for r in runs}
+    curves = {k: v for k, v in curves.items() if v}
+    if curves:
+        paths.append(save(plots.overlaid_curves(curves, monitor), out / "val_curves.png"))
+    return paths
+
+
+def save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plots.close(fig)
+    return path
+
+
+def build(client: MlflowClient, experiment: str | None = None, sweep: str | None = None,
+          parent: str | None = None, out: str | Path | None = None, formats: Sequence[str] = tuple(FORMATS),
+          columns: Sequence[str] = (), sort: str | None = None, ascending: bool | None = None,
+          log_to_parent: bool = False) -> Report:
+    """Select runs, build the table, write tables and figures to `out` (a temp folder when None), and log
+    them under `report/` of the parent run when there is one and `log_to_parent` is set."""
+    title, runs, parent_run = select_runs(client, experiment, sweep, parent)
+    if not runs:
+        raise NnlabError(f"'{title}' has no job runs yet; run the sweep first (nnlab sweep NAME).")
+    swept = swept_params(runs)
+    table, metric = comparison_table(runs, swept, columns, sort, ascending)
+    report = Report(title, table, swept, metric)
+    caption = (f"{title}: {len(runs)} runs; train/val metrics at the best epoch by the validation monitor; "
+               f"swept: {', '.join(swept) or 'nothing differs'}.")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(out) if out is not None else Path(tmp)
+        report.paths = write_tables(table, folder, formats, caption)
+        report.paths += write_figures(client, runs, table, swept, metric, folder)
+        if log_to_parent and parent_run is not None:
+            for path in report.paths:
+                client.log_artifact(parent_run.info.run_id, str(path), "report")
+        if out is None:
+            report.paths = []
+    return report

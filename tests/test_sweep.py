@@ -1,0 +1,116 @@
+"""Sweeps end to end: `nnlab sweep`, the MLflow parent/child runs, parallel jobs, failures, `nnlab report`."""
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from nnlab.sweep import SWEEP_FILE
+from nnlab.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
+
+pytestmark = pytest.mark.slow
+TINY = ("trainer.epochs=1", "trainer.batch_size=32", "trainer.max_minutes=null", "trainer.plot_model=false",
+        "trainer.save_model=false")
+
+
+def runs_by_role(store, experiment):
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "sweep"]
+    return client, parents, [r for r in runs if r.data.tags.get(ROLE_TAG) == "job"]
+
+
+def test_depth_sweep_preset_nests_jobs_under_a_parent_and_reports(cli, tmp_path, idx_dir, store):
+    result = cli("sweep", "fashion_depth", "model.depth=2,3", "model.param_budget=20000", f"dataset.path={idx_dir}",
+                 "dataset.download=false", *TINY, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/sweep",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, jobs = runs_by_role(store, "fashion_depth")
+    assert len(parents) == 1 and len(jobs) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("fashion_depth-")
+    assert "model.depth=2,3" in parent.data.tags["sweep.space"]
+    for job in jobs:
+        assert job.info.status == "FINISHED"
+        assert job.data.tags[PARENT_TAG] == parent.info.run_id
+        assert job.data.tags[SWEEP_TAG] == parent.data.tags[SWEEP_TAG]
+        assert abs(job.data.metrics["params"] - 20000) <= 1000  # the budget held at both depths
+    assert sorted(j.info.run_name for j in jobs) == ["model.depth=2", "model.depth=3"]  # what tells them apart
+    context = json.loads((tmp_path / "sweep" / SWEEP_FILE).read_text())
+    assert context["parent_run_id"] == parent.info.run_id
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/table.md", "report/table.csv", "report/metric_vs_params.png", "report/val_curves.png"} <= logged
+
+    out = tmp_path / "rep"
+    report = cli("report", "--uri", store, "--sweep", parent.data.tags[SWEEP_TAG], "--out", str(out),
+                 "--formats", "md,tex", "--no-log", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    table = (out / "table.md").read_text()
+    assert "model.depth" in table and "model.solved_width" in table and table.count("FINISHED") == 2
+    assert (out / "table.tex").is_file() and not (out / "table.csv").exists()
+
+
+def test_a_failing_job_fails_the_sweep_and_leaves_nothing_running(cli, tmp_path, store):
+    result = cli("-m", "model.dropout=0.1,1.5", "dataset.limit=300", *TINY, f"tracking.uri={store}",
+                 "tracking.experiment=bad", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "dropout" in result.stderr.splitlines()[-1] or "rate" in result.stderr.splitlines()[-1]
+    _, parents, jobs = runs_by_role(store, "bad")
+    assert [p.info.status for p in parents] == ["FAILED"]
+    assert sorted(j.info.status for j in jobs) == ["FAILED", "FINISHED"]
+    assert "did not" in parents[0].data.tags["error"] or "stopped" in parents[0].data.tags["error"]
+
+
+def test_parallel_jobs_on_a_brand_new_store_all_land(cli, tmp_path):
+    """Four processes at once against a store that did not exist: created once, up front, none lost."""
+    store = f"sqlite:///{tmp_path / 'fresh.db'}"
+    result = cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "model.width=16,24,32,48",
+                 "dataset.limit=300", *TINY, f"tracking.uri={store}", "tracking.experiment=par",
+                 f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, jobs = runs_by_role(store, "par")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(jobs) == 4 and all(j.info.status == "FINISHED" for j in jobs)
+    for job in jobs:
+        assert [m.step for m in client.get_metric_history(job.info.run_id, "val_loss")] == [1]
+
+
+def test_sweep_needs_a_preset_name(cli, tmp_path):
+    result = cli("sweep", cwd=tmp_path)
+    assert result.returncode == 2 and "nnlab sweep NAME" in result.stderr
+    result = cli("sweep", "fashion_dept", cwd=tmp_path)
+    assert result.returncode == 2 and "fashion_depth" in result.stderr  # the closest preset
+
+
+def test_optuna_preset_runs_trials_as_child_runs(cli, tmp_path, idx_dir, store):
+    result = cli("sweep", "fashion_optuna", "hydra.sweeper.n_trials=3", f"dataset.path={idx_dir}",
+                 "dataset.download=false", *TINY, f"tracking.uri={store}", f"hydra.sweep.dir={tmp_path}/sweep",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parents, jobs = runs_by_role(store, "fashion_optuna")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(jobs) == 3
+    assert len({j.data.params["optimizer.learning_rate"] for j in jobs}) == 3  # sampled, not fixed
+    assert all(1e-4 <= float(j.data.params["optimizer.learning_rate"]) <= 1e-2 for j in jobs)
+    best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "best_value" in best
+
+
+def test_submitit_jobs_in_their_own_processes_join_the_sweep(cli, tmp_path, store):
+    """What a SLURM sweep does, on this machine: each job is a separate submitit process reading the sweep file."""
+    result = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.width=16,24",
+                 "dataset.limit=300", *TINY, f"tracking.uri={store}", "tracking.experiment=sub",
+                 f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parents, jobs = runs_by_role(store, "sub")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(j.info.run_name for j in jobs) == ["model.width=16", "model.width=24"]
+    assert all(j.data.tags[PARENT_TAG] == parents[0].info.run_id for j in jobs)
+
+
+def test_cluster_launcher_presets_compose(cli, tmp_path):
+    result = cli("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra", "-p", "hydra.launcher",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SlurmLauncher" in result.stdout and "partition: gpu" in result.stdout
+    assert "array_parallelism: 16" in result.stdout

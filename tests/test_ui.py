@@ -1,0 +1,160 @@
+"""A sweep as a person sees it: `mlflow server` on a fresh store, opened in headless Chromium.
+
+Marker `ui`; `make test-ui` installs playwright and Debian's chromium. Elsewhere the test skips
+with the reason (playwright cannot download its own browser here, so we drive the system one).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ui
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (make test-ui)")
+
+from nnlab.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG  # noqa: E402  (the tags nnlab's sweeps write)
+
+SWEEP = "sweep-demo"
+CHILDREN = {"depth-2": (2, 0.81), "depth-3": (3, 0.86), "depth-5": (5, 0.9)}  # name: (depth, test_accuracy)
+COLUMNS = ["test_accuracy", "val_loss", "model.depth"]
+# Lean server. MLflow 3.17 defaults (4 uvicorn workers plus a huey job runner) measured 15 processes,
+# 2.4 GB RSS and /health after 40 s on a 2-core box shared with a benchmark (2.7 GB, 14 s unloaded);
+# `--workers 1` with MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: 2 processes, 0.5 GB, 11-17 s (7 s unloaded).
+LEAN_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+TIMEOUT_MS = 60_000  # the React bundle is large and the box is slow; be generous
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The system Chromium; NNLAB_CHROMIUM overrides the lookup (=/nonexistent simulates none)."""
+    override = os.environ.get("NNLAB_CHROMIUM")
+    candidates = [override] if override else [
+        "/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")]
+    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    return found or pytest.skip(f"no Chromium executable at {', '.join(filter(None, candidates))}; make test-ui")
+
+
+def seed_sweep(uri: str, artifacts: Path) -> str:
+    """A parent run and three finished children, tagged the way nnlab's sweeps tag them."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("ui-check", artifact_location=artifacts.as_uri())
+    parent = client.create_run(exp_id, run_name=SWEEP, tags={SWEEP_TAG: SWEEP, ROLE_TAG: "sweep"}).info.run_id
+    for name, (depth, accuracy) in CHILDREN.items():
+        tags = {PARENT_TAG: parent, SWEEP_TAG: SWEEP, ROLE_TAG: "job"}
+        run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+        client.log_param(run_id, "model.depth", depth)
+        for step in range(3):
+            client.log_metric(run_id, "val_loss", 1.0 / (depth + step), step=step)
+        client.log_metric(run_id, "test_accuracy", accuracy)
+        client.set_terminated(run_id, "FINISHED")
+    client.set_terminated(parent, "FINISHED")
+    return exp_id
+
+
+def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 60) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return time.monotonic() - start
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"mlflow server not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def server(tmp_path: Path, request):
+    """`mlflow server` on a private store and port; its whole process group dies with the test."""
+    db, artifacts, log = tmp_path / "mlflow.db", tmp_path / "artifacts", tmp_path / "server.log"
+    exp_id = seed_sweep(f"sqlite:///{db}", artifacts)
+    with socket.socket() as sock:  # a free port; the tiny race with other binders is acceptable
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+           "--default-artifact-root", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    with log.open("w") as out:  # own session, so killpg also reaches the uvicorn worker it spawns
+        proc = subprocess.Popen(cmd, env={**os.environ, **LEAN_ENV}, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    request.addfinalizer(lambda: stop(proc))
+    print(f"mlflow server healthy after {wait_healthy(proc, f'http://127.0.0.1:{port}/health', log):.1f} s")
+    return f"http://127.0.0.1:{port}", exp_id
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def keep(shot: Path) -> None:
+    """Copy the screenshot to $NNLAB_UI_SCREENSHOT_DIR when set, so it outlives pytest's tmp dirs."""
+    target = os.environ.get("NNLAB_UI_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shot = Path(shutil.copy2(shot, target))
+    print(f"screenshot: {shot}")
+
+
+def visible(locator) -> None:
+    sync_api.expect(locator.first).to_be_visible(timeout=TIMEOUT_MS)
+
+
+def expand_sweep(page) -> None:
+    """MLflow lists a sweep's children collapsed under the parent row; its one button expands it."""
+    if not page.get_by_text(next(iter(CHILDREN)), exact=True).first.is_visible():
+        page.get_by_role("row").filter(has_text=SWEEP).get_by_role("button").first.click()
+
+
+def show_columns(page) -> None:
+    """MLflow 3.17 hides metric and param columns by default; tick them in the Columns picker."""
+    if page.get_by_role("columnheader", name=COLUMNS[0]).count():
+        return  # a UI version that shows them already
+    page.get_by_role("button", name="Columns", exact=True).click()
+    for name in COLUMNS:
+        page.get_by_role("dialog").get_by_text(name, exact=True).click()
+    page.keyboard.press("Escape")
+
+
+def check_runs_page(page, url: str) -> None:
+    page.goto(url)
+    visible(page.get_by_text(SWEEP, exact=True))
+    if page.get_by_text("MLflow Assistant").count():  # 3.17's side panel hides a third of the table
+        page.get_by_role("button", name="Close").first.click()
+    expand_sweep(page)
+    show_columns(page)
+    for name, (_, accuracy) in CHILDREN.items():
+        visible(page.get_by_text(name, exact=True))
+        visible(page.get_by_text(str(accuracy), exact=True))
+    for column in COLUMNS:
+        visible(page.get_by_role("columnheader", name=column))
+
+
+def test_sweep_runs_and_metrics_visible(chromium, server, tmp_path):  # chromium first: skip before starting
+    base, exp_id = server
+    shot = tmp_path / "mlflow-ui-runs.png"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1920, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            check_runs_page(page, f"{base}/#/experiments/{exp_id}/runs")
+        finally:  # a screenshot of a failure is the most useful one
+            page.screenshot(path=str(shot), full_page=True)
+            keep(shot)
+            browser.close()
