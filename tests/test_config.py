@@ -124,3 +124,39 @@ def test_every_experiment_composes_and_its_model_builds(name, monkeypatch):
                         10 if classification else 0)
     assert model.count_params() > 0
     assert cfg.tracking.experiment != "nnlab", "presets file their runs under their lab's experiment"
+
+
+def sweep_names():
+    from pathlib import Path
+
+    import nnlab.conf
+
+    return sorted(p.stem for p in (Path(nnlab.conf.__file__).parent / "sweep").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", sweep_names())
+def test_every_sweep_preset_composes_for_each_swept_value(name):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_module(config_module="nnlab.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+sweep={name}"], return_hydra_config=True)
+    assert cfg.sweep_name == name and cfg.tracking.experiment == name
+    params = cfg.hydra.sweeper.params
+    assert params, "a sweep preset sweeps something"
+    if cfg.hydra.sweeper._target_.endswith("BasicSweeper"):  # Optuna's ranges are sampled, not enumerated
+        parser = OverridesParser.create()
+        for key, values in params.items():
+            for value in parser.parse_override(f"{key}={values}").sweep_string_iterator():
+                assert OmegaConf.select(composed(f"+sweep={name}", f"{key}={value}"), "model.name")
+
+
+def test_depth_sweep_keeps_every_depth_within_5_percent_of_its_budget():
+    from nnlab.models import build_model, solve_param_budget
+
+    cfg = composed("+sweep=fashion_depth")
+    counts = []
+    for depth in (2, 3, 5, 10):
+        model_cfg = OmegaConf.to_container(cfg.model, resolve=True) | {"depth": depth}
+        solved = solve_param_budget(model_cfg, (28, 28, 1), "classification", 10)
+        counts.append(build_model(solved, (28, 28, 1), "classification", 10).count_params())
+    assert all(abs(c - 300_000) <= 15_000 for c in counts), counts

@@ -13,6 +13,17 @@ TINY = ("trainer.epochs=1", "trainer.batch_size=32", "trainer.max_minutes=null",
         "trainer.save_model=false")
 
 
+def digits_sweep(cli, tmp_path, store, experiment, *args):
+    """A multirun of tiny digits jobs into `store`; returns (client, parents, jobs) after checking it succeeded."""
+    result = cli("-m", *args, "dataset.limit=300", *TINY, f"tracking.uri={store}", f"tracking.experiment={experiment}",
+                 f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, parents, jobs = runs_by_role(store, experiment)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert all(j.data.tags[PARENT_TAG] == parents[0].info.run_id for j in jobs)
+    return client, parents, jobs
+
+
 def runs_by_role(store, experiment):
     client = MlflowClient(store)
     exp = client.get_experiment_by_name(experiment)
@@ -65,12 +76,8 @@ def test_a_failing_job_fails_the_sweep_and_leaves_nothing_running(cli, tmp_path,
 def test_parallel_jobs_on_a_brand_new_store_all_land(cli, tmp_path):
     """Four processes at once against a store that did not exist: created once, up front, none lost."""
     store = f"sqlite:///{tmp_path / 'fresh.db'}"
-    result = cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "model.width=16,24,32,48",
-                 "dataset.limit=300", *TINY, f"tracking.uri={store}", "tracking.experiment=par",
-                 f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    client, parents, jobs = runs_by_role(store, "par")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    client, _, jobs = digits_sweep(cli, tmp_path, store, "par", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
+                                   "model.width=16,24,32,48")
     assert len(jobs) == 4 and all(j.info.status == "FINISHED" for j in jobs)
     for job in jobs:
         assert [m.step for m in client.get_metric_history(job.info.run_id, "val_loss")] == [1]
@@ -98,14 +105,9 @@ def test_optuna_preset_runs_trials_as_child_runs(cli, tmp_path, idx_dir, store):
 
 def test_submitit_jobs_in_their_own_processes_join_the_sweep(cli, tmp_path, store):
     """What a SLURM sweep does, on this machine: each job is a separate submitit process reading the sweep file."""
-    result = cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.width=16,24",
-                 "dataset.limit=300", *TINY, f"tracking.uri={store}", "tracking.experiment=sub",
-                 f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, parents, jobs = runs_by_role(store, "sub")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    _, _, jobs = digits_sweep(cli, tmp_path, store, "sub", "hydra/launcher=submitit_local",
+                              "hydra.launcher.timeout_min=10", "model.width=16,24")
     assert sorted(j.info.run_name for j in jobs) == ["model.width=16", "model.width=24"]
-    assert all(j.data.tags[PARENT_TAG] == parents[0].info.run_id for j in jobs)
 
 
 def test_cluster_launcher_presets_compose(cli, tmp_path):

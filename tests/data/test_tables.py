@@ -30,6 +30,18 @@ def test_boston_standardizes_with_training_statistics_only(tmp_path):
     assert raw.train[0].mean() > 5
 
 
+def test_boston_log_features_transform_only_the_named_columns(tmp_path):
+    make_boston(tmp_path / "housing.data")
+    plain = load("boston", tmp_path, val_split=0.0, standardize_features=False)
+    logged = load("boston", tmp_path, val_split=0.0, standardize_features=False, log_features=["CRIM", "LSTAT"])
+    crim, lstat = 0, 12
+    assert np.allclose(logged.train[0][:, crim], np.log1p(np.maximum(plain.train[0][:, crim], 0)), atol=1e-5)
+    assert np.allclose(logged.test[0][:, lstat], np.log1p(np.maximum(plain.test[0][:, lstat], 0)), atol=1e-5)
+    assert np.array_equal(logged.train[0][:, 1:12], plain.train[0][:, 1:12])
+    with pytest.raises(NnlabError, match="did you mean 'LSTAT'"):
+        load("boston", tmp_path, log_features=["LSTATT"])
+
+
 def test_boston_k_fold_covers_the_training_part_once(tmp_path):
     make_boston(tmp_path / "housing.data")
     folds = [load("boston", tmp_path, folds=4, fold=k, standardize_features=False) for k in range(4)]

@@ -73,6 +73,7 @@ class BostonConfig(DatasetConfig):
     folds: int | None = None  # k-fold: validate on fold `fold` of the training part instead of val_split
     fold: int = 0
     standardize_features: bool = True  # mean/std from the training part only
+    log_features: list[str] = field(default_factory=list)  # log(1 + x) of skewed columns, e.g. [CRIM, LSTAT]
 
 
 @dataclass

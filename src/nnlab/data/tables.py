@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.data import DATASETS, Data, holdout, split_train
-from nnlab.errors import DataNotFoundError, NnlabError
+from nnlab.errors import DataNotFoundError, NnlabError, unknown_name
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +58,21 @@ def kfold_split(x: np.ndarray, y: np.ndarray, folds: int, fold: int, seed: int):
 def boston(
     *, seed: int, path: str | None = None, limit: int | None = None, val_split: float = 0.1,
     test_split: float = 0.2, split_seed: int = 113, folds: int | None = None, fold: int = 0,
-    standardize_features: bool = True,
+    standardize_features: bool = True, log_features: tuple[str, ...] = (),
 ) -> Data:
     """UCI `housing.data` (whitespace) or the same 14 columns as CSV; target MEDV in $1000s. The test split is
     `keras.datasets.boston_housing`'s (shuffle with seed 113, last 20%), so scores compare with the textbook's.
-    With `folds`, validation is fold `fold` of a k-fold split of the training part instead of `val_split`."""
+    With `folds`, validation is fold `fold` of a k-fold split of the training part instead of `val_split`.
+    `log_features` (e.g. [CRIM, LSTAT]) takes log(1 + x) of those skewed columns before standardizing."""
     file = find_table(path, BOSTON_FILES, "the Boston housing table (housing.data: 506 rows x 14 columns)")
     table = read_numeric(file)
     if table.ndim != 2 or table.shape[1] != 14:
         raise NnlabError(f"{file} has shape {table.shape}; a Boston housing table has 14 numeric columns "
                          "(13 features, then MEDV). Replace it with the UCI housing.data.")
     x, y = table[:, :13].astype(np.float32), table[:, 13].astype(np.float32)
+    for column in log_features:
+        i = column_index(column, BOSTON_COLUMNS)
+        x[:, i] = np.log1p(np.maximum(x[:, i], 0))
     order = np.random.RandomState(split_seed).permutation(len(x))
     cut = int(len(x) * (1 - test_split))
     (x_pool, y_pool), test = (x[order[:cut]], y[order[:cut]]), (x[order[cut:]], y[order[cut:]])
@@ -80,6 +84,12 @@ def boston(
     mean = np.full(len(test[1]), train[1].mean(), np.float32)  # the "no model" price: what MAE is judged against
     return Data(train, val, test, "regression", None, info={"features": ",".join(BOSTON_COLUMNS)},
                 baselines={"train_mean": mean})
+
+
+def column_index(name: str, columns: list[str]) -> int:
+    if name not in columns:
+        raise NnlabError(unknown_name("Boston column", name, columns))
+    return columns.index(name)
 
 
 def read_numeric(file: Path) -> np.ndarray:
