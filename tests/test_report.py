@@ -75,6 +75,14 @@ def test_selection_by_sweep_id_or_experiment_and_column_choice(sweep):
     assert len(by_experiment.table) == 4  # every run but the sweep's parent
 
 
+def test_columns_without_sort_keep_the_headline_order_and_all_figures(sweep, tmp_path):
+    client, parent = sweep
+    result = report.build(client, parent=parent, columns=["val_loss"], out=tmp_path / "rep")
+    assert list(result.table.columns) == ["run", "val_loss"]
+    assert list(result.table["run"]) == ["model.depth=5", "model.depth=3", "model.depth=2"]  # by test accuracy
+    assert {p.name for p in result.paths} >= {"metric_vs_params.png", "val_curves.png"}
+
+
 def test_bad_requests_get_one_sentence(sweep):
     client, parent = sweep
     with pytest.raises(NnlabError, match="did you mean 'study'"):
@@ -103,3 +111,15 @@ def test_regression_runs_sort_by_test_mae_ascending(store):
     assert result.metric == "test_mae"
     assert list(result.table["trainer.loss"]) == ["huber", "mae", "mse"]
     assert list(result.table["train_loss"]) == [1.0, 1.0, 1.0]  # no validation: the last epoch's value
+
+
+def test_a_swept_group_shows_its_name_not_every_preset_specific_key(store):
+    client = MlflowClient(store)
+    exp = client.create_experiment("optimizers")
+    presets = {"sgd": {"optimizer.momentum": 0.0, "optimizer.nesterov": False},
+               "adam": {"optimizer.beta_1": 0.9, "optimizer.amsgrad": False}}
+    for name, extra in presets.items():
+        log_run(client, exp, name, {"optimizer.name": name, "optimizer.learning_rate": 0.01 if name == "sgd" else 0.001,
+                                    **extra}, {"test_accuracy": 0.8})
+    result = report.build(client, experiment="optimizers")
+    assert result.swept == ["optimizer.name", "optimizer.learning_rate"]

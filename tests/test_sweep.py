@@ -41,7 +41,7 @@ def test_depth_sweep_preset_nests_jobs_under_a_parent_and_reports(cli, tmp_path,
     assert len(parents) == 1 and len(jobs) == 2
     parent = parents[0]
     assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("fashion_depth-")
-    assert "model.depth=2,3" in parent.data.tags["sweep.space"]
+    assert parent.data.tags["sweep.space"] == "model.depth=2,3"  # the command line replaced the preset's 2,3,5,10
     for job in jobs:
         assert job.info.status == "FINISHED"
         assert job.data.tags[PARENT_TAG] == parent.info.run_id
@@ -55,11 +55,15 @@ def test_depth_sweep_preset_nests_jobs_under_a_parent_and_reports(cli, tmp_path,
 
     out = tmp_path / "rep"
     report = cli("report", "--uri", store, "--sweep", parent.data.tags[SWEEP_TAG], "--out", str(out),
-                 "--formats", "md,tex", "--no-log", cwd=tmp_path)
+                 "--formats", "md,tex", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     table = (out / "table.md").read_text()
     assert "model.depth" in table and "model.solved_width" in table and table.count("FINISHED") == 2
     assert (out / "table.tex").is_file() and not (out / "table.csv").exists()
+    assert "fashion\\_depth-" in (out / "table.tex").read_text()  # the caption is escaped too
+    missing = cli("report", "--sweep", "x", "--uri", f"sqlite:///{tmp_path}/nope.db", cwd=tmp_path)
+    assert missing.returncode == 1 and "No MLflow store at" in missing.stderr
+    assert not (tmp_path / "nope.db").exists()
 
 
 def test_a_failing_job_fails_the_sweep_and_leaves_nothing_running(cli, tmp_path, store):
@@ -67,10 +71,12 @@ def test_a_failing_job_fails_the_sweep_and_leaves_nothing_running(cli, tmp_path,
                  "tracking.experiment=bad", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert result.returncode != 0
     assert "dropout" in result.stderr.splitlines()[-1] or "rate" in result.stderr.splitlines()[-1]
-    _, parents, jobs = runs_by_role(store, "bad")
+    client, parents, jobs = runs_by_role(store, "bad")
     assert [p.info.status for p in parents] == ["FAILED"]
     assert sorted(j.info.status for j in jobs) == ["FAILED", "FINISHED"]
-    assert "did not" in parents[0].data.tags["error"] or "stopped" in parents[0].data.tags["error"]
+    assert parents[0].data.tags["error"] == "the sweep stopped early: 1 of 2 started jobs finished"
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/table.md" in logged  # the partial results are still reported
 
 
 def test_parallel_jobs_on_a_brand_new_store_all_land(cli, tmp_path):

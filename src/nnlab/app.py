@@ -14,9 +14,9 @@ from nnlab.errors import ConfigError, NnlabError
 
 
 def primary_metric(task: str, metrics: dict[str, float]) -> float | None:
-    """What a sweeper (Optuna) optimises: the best validation accuracy for classifiers, the best validation loss
-    for regressors; the test value only where the run had no validation split (tuning on the test set would
-    make its score optimistic)."""
+    """What a sweeper (Optuna) optimises: validation accuracy (classifiers) or loss (regressors) at the best
+    epoch by the early-stopping monitor; the test value only where the run had no validation split (tune with
+    a validation split: tuning on the test set makes its score optimistic)."""
     if task == "classification":
         return metrics.get("best_val_accuracy", metrics.get("test_accuracy"))
     return metrics.get("best_val_loss", metrics.get("test_loss"))
@@ -50,6 +50,20 @@ def run_tags(cfg: dict[str, Any], commit: str | None) -> dict[str, Any]:
         "nnlab.version": __version__,
         **hydra_tags(),
     }
+
+
+def join_sweep(context, tracking: dict[str, Any], tags: dict[str, Any]) -> tuple[dict, dict]:
+    """A multirun job is a child of the sweep's parent run, in the sweep's store and experiment (MLflow nests
+    runs within one experiment); a job whose config asks for another experiment says so in a tag."""
+    import logging
+
+    tags = tags | context.child_tags()
+    if tracking["experiment"] != context.experiment:
+        logging.getLogger(__name__).warning("sweep job logs to the sweep's experiment '%s', not '%s'",
+                                            context.experiment, tracking["experiment"])
+        tags["nnlab.requested_experiment"] = tracking["experiment"]
+    name = tracking["run_name"] or context.job_name(hydra_overrides()) or None
+    return {**tracking, "uri": context.uri, "experiment": context.experiment, "run_name": name}, tags
 
 
 def hydra_overrides() -> list[str]:
@@ -176,10 +190,8 @@ def run(cfg: DictConfig) -> float | None:
 
     tracking, tags = container["tracking"], run_tags(container, track.git_commit())
     context = sweep.job_context()
-    if context is not None:  # a multirun job: a child of the sweep's parent run, in the sweep's store
-        tracking = {**tracking, "uri": context.uri, "experiment": context.experiment,
-                    "run_name": tracking["run_name"] or (context.job_name(hydra_overrides()) or None)}
-        tags |= context.child_tags()
+    if context is not None:
+        tracking, tags = join_sweep(context, tracking, tags)
     with track.start_run(tracking, tags) as run:
         run.params(track.flatten(container))
         task, metrics, stopped_by = train_and_log(container, yaml_text, run)

@@ -109,18 +109,23 @@ def report_main(argv: list[str]) -> None:
     order = parser.add_mutually_exclusive_group()
     order.add_argument("--ascending", action="store_true", default=None)
     order.add_argument("--descending", dest="ascending", action="store_false")
-    parser.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
+    parser.add_argument("--log", action="store_true", help="also log the files to the sweep's parent run, "
+                        "replacing the report the sweep logged when it ended")
     args = parser.parse_args(argv)
     from mlflow.tracking import MlflowClient
 
     from nnlab import report, track
 
-    client = MlflowClient(track.resolve_uri(args.uri))
+    uri = track.resolve_uri(args.uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise NnlabError(f"No MLflow store at {uri.removeprefix('sqlite:///')}; run `nnlab report` where the sweep "
+                         "ran, or name the store with --uri sqlite:///path/to/mlflow.db.")
+    client = MlflowClient(uri)
     name = args.sweep or args.parent or args.experiment
     result = report.build(client, args.experiment, args.sweep, args.parent,
                           out=args.out or Path("reports") / name, formats=split(args.formats),
                           columns=split(args.columns), sort=args.sort, ascending=args.ascending,
-                          log_to_parent=not args.no_log)
+                          log_to_parent=args.log)
     print(result.table.to_markdown(index=False, floatfmt=".4g"))
     print(f"\nnnlab: report of '{result.title}' ({len(result.table)} runs) written to "
           f"{', '.join(str(p) for p in result.paths)}")

@@ -104,15 +104,16 @@ def is_number(text: str) -> bool:
     return True
 
 
-def overlaid_curves(curves: Mapping[str, Sequence[float]], name: str) -> Figure:
-    """Every run's per-epoch `name` (e.g. val_loss) on one set of axes."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", ms=2, label=label[:40])
-    ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch, all runs")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=1 + len(curves) // 12)
+def overlaid_curves(panels: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
+    """One panel per quantity (e.g. val_loss, val_accuracy), every run's per-epoch values overlaid."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for ax, (name, curves) in zip(axes[0], panels.items()):
+        for label, values in curves.items():
+            ax.plot(range(1, len(values) + 1), values, marker="o", ms=2, label=label[:40])
+        ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch, all runs")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=1 + len(curves) // 12)
     fig.tight_layout()
     return fig
 

@@ -7,6 +7,7 @@ parameter, and the validation curves overlaid.
 """
 
 import math
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ TRAIN_VAL = ("loss", "accuracy", "mae", "rmse")
 TEST = ("test_loss", "test_accuracy", "test_f1_macro", "test_mae", "test_rmse", "test_mae_original",
         "test_rmse_original")
 FACTS = ("best_epoch", "epochs_run", "params", "training_seconds")
+LATEX = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{",
+         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
 @dataclass
@@ -81,9 +84,13 @@ def all_experiment_ids(client: MlflowClient) -> list[str]:
 
 
 def swept_params(runs: Sequence[Run]) -> list[str]:
-    """Parameters whose values differ between the runs, in config order."""
+    """Parameters whose values differ between the runs, in config order. Where a whole group was swept
+    (optimizer=sgd,adam), its `name` stands for the keys only some of its presets have (momentum, beta_1...)."""
     keys = dict.fromkeys(k for r in runs for k in r.data.params if not k.startswith(NOT_SWEPT))
-    return [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1]
+    swept = [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1]
+    groups = {k.rsplit(".", 1)[0] for k in swept if k.endswith(".name")}
+    return [k for k in swept if k.endswith(".name") or k.rsplit(".", 1)[0] not in groups
+            or all(k in r.data.params for r in runs)]
 
 
 def row(run: Run, swept: Sequence[str], extra: Sequence[str]) -> dict:
@@ -93,28 +100,33 @@ def row(run: Run, swept: Sequence[str], extra: Sequence[str]) -> dict:
         out[f"train_{name}"] = m.get(f"best_{name}", m.get(name))
         out[f"val_{name}"] = m.get(f"best_val_{name}", m.get(f"val_{name}"))
     out |= {k: m.get(k) for k in TEST + FACTS}
-    out |= {k: m.get(k, p.get(k)) for k in extra}
+    out |= {k: m.get(k, p.get(k)) for k in extra if k not in out}  # any other logged metric or param by name
     out["status"] = run.info.status
     return out
 
 
 def comparison_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequence[str] = (),
                      sort: str | None = None, ascending: bool | None = None) -> tuple[pd.DataFrame, str]:
-    """(table, headline metric): empty metric columns dropped; sorted by `sort` or the headline metric."""
+    """(table, headline metric): empty columns dropped, sorted by `sort` or else the headline metric, then cut
+    to `columns` (the run's name always stays first)."""
     table = pd.DataFrame([row(r, swept, [c for c in columns if c not in swept]) for r in runs])
     table = table.dropna(axis=1, how="all")
     metric = next((m for m in ("test_accuracy", "test_mae", "test_loss") if m in table), "run")
-    if columns:
-        unknown = [c for c in columns if c not in table]
-        if unknown:
-            raise NnlabError(f"Unknown column(s) {', '.join(unknown)}: the runs have {', '.join(table.columns)}.")
-        table = table[["run", *[c for c in columns if c != "run"]]]
+    unknown = [c for c in columns if c not in table]
+    if unknown:
+        raise NnlabError(f"Unknown column(s) {', '.join(unknown)}: the runs have {', '.join(table.columns)}.")
     key = sort or metric
     if key not in table:
         hint = closest(key, list(table.columns))
         raise NnlabError(f"Cannot sort by '{key}': no such column" + (f"; did you mean '{hint}'?" if hint else "."))
     up = ascending if ascending is not None else not ("accuracy" in key or "f1" in key)
-    return table.sort_values(key, ascending=up, kind="stable").reset_index(drop=True), metric
+    table = table.sort_values(key, ascending=up, kind="stable").reset_index(drop=True)
+    return table, metric
+
+
+def latex_escape(text: str) -> str:
+    """pandas escapes cells and headers, not the caption; sweep ids and keys are full of underscores."""
+    return re.sub(r"[\\_%&#${}~^]", lambda m: LATEX[m.group()], text)
 
 
 def write_tables(table: pd.DataFrame, out: Path, formats: Sequence[str], caption: str) -> list[Path]:
@@ -126,7 +138,7 @@ def write_tables(table: pd.DataFrame, out: Path, formats: Sequence[str], caption
     writers = {
         "md": lambda: f"{caption}\n\n{shown.to_markdown(index=False)}\n",
         "csv": lambda: table.to_csv(index=False),
-        "tex": lambda: shown.to_latex(index=False, caption=caption, escape=True),
+        "tex": lambda: shown.to_latex(index=False, caption=latex_escape(caption), escape=True),
         "html": lambda: shown.to_html(index=False, border=0, na_rep=""),
     }
     paths = []
@@ -139,16 +151,21 @@ def write_tables(table: pd.DataFrame, out: Path, formats: Sequence[str], caption
 
 def write_figures(client: MlflowClient, runs: Sequence[Run], table: pd.DataFrame, swept: Sequence[str],
                   metric: str, out: Path) -> list[Path]:
+    """metric_vs_params.png, and val_curves.png: validation loss (where overfitting shows) and, for
+    classifiers, validation accuracy of every run, one line per run."""
     paths = []
     if swept and metric in table:
-        fig = plots.metric_vs_params(table, list(swept), metric)
-        paths.append(save(fig, out / "metric_vs_params.png"))
-    monitor = "val_accuracy" if metric.endswith("accuracy") else "val_loss"
-    curves = {r.info.run_name or r.info.run_id: [m.value for m in sorted(
-        client.get_metric_history(r.info.run_id, monitor), key=lambda m: m.step)] for r in runs}
-    curves = {k: v for k, v in curves.items() if v}
-    if curves:
-        paths.append(save(plots.overlaid_curves(curves, monitor), out / "val_curves.png"))
+        paths.append(save(plots.metric_vs_params(table, list(swept), metric), out / "metric_vs_params.png"))
+    names = [r.info.run_name or r.info.run_id for r in runs]
+    labels = {r.info.run_id: n if names.count(n) == 1 else f"{n} ({r.info.run_id[:6]})" for r, n in zip(runs, names)}
+    panels = {}
+    for key in ("val_loss", "val_accuracy"):
+        curves = {labels[r.info.run_id]: [m.value for m in sorted(client.get_metric_history(r.info.run_id, key),
+                                                                   key=lambda m: m.step)] for r in runs}
+        if any(curves.values()):
+            panels[key] = {k: v for k, v in curves.items() if v}
+    if panels:
+        paths.append(save(plots.overlaid_curves(panels), out / "val_curves.png"))
     return paths
 
 
@@ -168,14 +185,15 @@ def build(client: MlflowClient, experiment: str | None = None, sweep: str | None
     if not runs:
         raise NnlabError(f"'{title}' has no job runs yet; run the sweep first (nnlab sweep NAME).")
     swept = swept_params(runs)
-    table, metric = comparison_table(runs, swept, columns, sort, ascending)
+    full, metric = comparison_table(runs, swept, columns, sort, ascending)
+    table = full[["run", *[c for c in columns if c != "run"]]] if columns else full
     report = Report(title, table, swept, metric)
     caption = (f"{title}: {len(runs)} runs; train/val metrics at the best epoch by the validation monitor; "
                f"swept: {', '.join(swept) or 'nothing differs'}.")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out) if out is not None else Path(tmp)
         report.paths = write_tables(table, folder, formats, caption)
-        report.paths += write_figures(client, runs, table, swept, metric, folder)
+        report.paths += write_figures(client, runs, full, swept, metric, folder)
         if log_to_parent and parent_run is not None:
             for path in report.paths:
                 client.log_artifact(parent_run.info.run_id, str(path), "report")

@@ -40,7 +40,7 @@ class SweepContext:
 
     def job_name(self, overrides: list[str]) -> str:
         """A job's run name: the overrides that tell it apart from the other jobs of the sweep."""
-        own = [o for o in overrides if override_key(o) not in self.fixed_keys and not o.startswith("hydra.")]
+        own = [o for o in overrides if override_key(o) not in self.fixed_keys]
         return " ".join(own)[:250]
 
     def child_tags(self) -> dict[str, str]:
@@ -61,16 +61,24 @@ def is_sweep_override(override: str) -> bool:
     return OverridesParser.create().parse_override(override).is_sweep_override()
 
 
-def sweep_space(cfg: DictConfig) -> str:
-    """The swept dimensions as the user wrote them: command-line sweep overrides and hydra.sweeper.params."""
-    parts = [o for o in OmegaConf.to_container(cfg.hydra.overrides.task) if is_sweep_override(o)]
-    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
-    parts += [f"{key}={value}" for key, value in params.items()]
-    return " ".join(parts) or "(none)"
+def sweep_space(cfg: DictConfig) -> tuple[str, tuple[str, ...]]:
+    """(the swept dimensions as they will run, the keys fixed for every job). The command line wins over a
+    preset's hydra.sweeper.params key by key, as Hydra's sweepers merge them."""
+    space = {str(k): f"{k}={v}" for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params") or {}).items()}
+    fixed = []
+    for override in OmegaConf.to_container(cfg.hydra.overrides.task):
+        key = override_key(override)
+        if is_sweep_override(override):
+            space[key] = override
+        else:
+            space.pop(key, None)
+            fixed.append(key)
+    return " ".join(space.values()) or "(none)", tuple(fixed)
 
 
 class MlflowSweepCallback(Callback):
-    """Parent run for a multirun: created in `on_multirun_start`, closed in `on_multirun_end` (or at exit)."""
+    """Parent run for a multirun: created in `on_multirun_start`, closed in `on_multirun_end`, or by an exit
+    hook when the sweep stops early (Hydra skips `on_multirun_end` when a job raises)."""
 
     def __init__(self, report: bool = True) -> None:
         self.report = report
@@ -82,37 +90,68 @@ class MlflowSweepCallback(Callback):
 
         from nnlab import track
 
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        (sweep_dir / SWEEP_FILE).unlink(missing_ok=True)  # a reused folder must not lead jobs to an old parent
         tracking = config.tracking
         uri = track.resolve_uri(tracking.uri)
         self.client = MlflowClient(uri)
         location = tracking.artifact_location or track.default_artifact_location(uri)
         experiment_id = track.ensure_experiment(self.client, tracking.experiment, location)
         sweep_id = new_sweep_id(OmegaConf.select(config, "sweep_name"))
-        tags = {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "sweep.space": sweep_space(config),
-                "sweeper": config.hydra.sweeper._target_, "launcher": config.hydra.launcher._target_,
-                "hydra.sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
-                "mlflow.source.git.commit": track.git_commit()}
+        space, fixed = sweep_space(config)
+        tags = {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "sweep.space": space, "sweeper": config.hydra.sweeper._target_,
+                "launcher": config.hydra.launcher._target_, "hydra.sweep_dir": str(sweep_dir),
+                "mlflow.source.git.commit": track.git_commit(), **dict(tracking.tags or {})}
         run = self.client.create_run(experiment_id, run_name=sweep_id,
                                      tags={k: str(v) for k, v in tags.items() if v is not None})
-        fixed = tuple(override_key(o) for o in OmegaConf.to_container(config.hydra.overrides.task)
-                      if not is_sweep_override(o))
         self.context = SweepContext(sweep_id, uri, tracking.experiment, experiment_id, run.info.run_id, fixed)
-        write_context(Path(config.hydra.sweep.dir), self.context)
-        atexit.register(self.close, "FAILED", "the sweep stopped before all jobs returned")
+        atexit.register(self.stopped_early)
+        try:
+            write_context(sweep_dir, self.context)
+        except OSError as err:  # Hydra only warns about a failing callback: end the parent here, then complain
+            self.close("FAILED", f"cannot write {sweep_dir / SWEEP_FILE}: {err}")
+            raise
         print(f"nnlab: sweep {sweep_id}: parent run {run.info.run_id} in experiment '{tracking.experiment}'")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.context is None:
             return
-        children = self.client.search_runs(
-            [self.context.experiment_id], f"tags.`{PARENT_TAG}` = '{self.context.parent_run_id}'", max_results=5000)
-        bad = [r for r in children if r.info.status != "FINISHED"]
-        if self.report and children:
+        lost = [r.info.run_id for r in self.children() if r.info.status == "RUNNING"]
+        for run_id in lost:  # the launcher has returned, so a child still RUNNING lost its process
+            self.client.set_terminated(run_id, "KILLED")
+        self.finish(self.children(), stopped=False)
+
+    def stopped_early(self) -> None:
+        """Exit hook: the sweep ended without `on_multirun_end` (a job raised, Ctrl-C). Children that are still
+        RUNNING are left alone: on a cluster their jobs may outlive this process."""
+        if self.context is None or self.client is None:
+            return
+        try:
+            self.finish(self.children(), stopped=True)
+        except Exception as err:  # noqa: BLE001  (at exit: say it, do not bury the real error under a traceback)
+            print(f"nnlab: could not close sweep {self.context.sweep_id}'s parent run: {err}")
+
+    def children(self) -> list:
+        return self.client.search_runs([self.context.experiment_id],
+                                       f"tags.`{PARENT_TAG}` = '{self.context.parent_run_id}'", max_results=5000)
+
+    def finish(self, children: list, stopped: bool) -> None:
+        """Report (partial results too), then end the parent: FINISHED only if every job finished a run."""
+        if self.closed():
+            return
+        done = [r for r in children if r.info.status == "FINISHED"]
+        if self.report and done:
             self.log_report()
-        status = "FAILED" if bad or not children else "FINISHED"
-        why = f"{len(bad)} of {len(children)} jobs did not finish" if bad or not children else None
+        why = None
+        if stopped:
+            why = f"the sweep stopped early: {len(done)} of {len(children)} started jobs finished"
+        elif not children:
+            why = "no job started a run"
+        elif len(done) < len(children):
+            why = f"{len(children) - len(done)} of {len(children)} jobs did not finish"
+        status = "FAILED" if why else "FINISHED"
         self.close(status, why)
-        print(f"nnlab: sweep {self.context.sweep_id} {status}: {len(children)} jobs; "
+        print(f"nnlab: sweep {self.context.sweep_id} {status}{f' ({why})' if why else ''}; "
               f"table: nnlab report --parent {self.context.parent_run_id}")
 
     def log_report(self) -> None:
@@ -124,15 +163,14 @@ class MlflowSweepCallback(Callback):
             log.warning("sweep report failed: %s", err)
             self.client.set_tag(self.context.parent_run_id, "report_error", f"{type(err).__name__}: {err}"[:5000])
 
+    def closed(self) -> bool:
+        return self.client.get_run(self.context.parent_run_id).info.status != "RUNNING"
+
     def close(self, status: str, why: str | None = None) -> None:
-        """End the parent run once; later calls (the exit hook after a clean end) do nothing."""
-        if self.context is None or self.client is None:
-            return
-        run = self.client.get_run(self.context.parent_run_id)
-        if run.info.status == "RUNNING":
-            if why:
-                self.client.set_tag(self.context.parent_run_id, "error" if status != "FINISHED" else "note", why)
-            self.client.set_terminated(self.context.parent_run_id, status)
+        if why:
+            self.client.set_tag(self.context.parent_run_id, "error", why)
+        self.client.set_terminated(self.context.parent_run_id, status)
+        atexit.unregister(self.stopped_early)
 
 
 def write_context(sweep_dir: Path, context: SweepContext) -> None:
@@ -152,8 +190,11 @@ def job_context() -> SweepContext | None:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return None
-    path = Path(hc.sweep.dir) / SWEEP_FILE
+    # Relative to where the sweep was launched: a job may run elsewhere (hydra.job.chdir, Ray workers).
+    path = Path(hc.runtime.cwd) / hc.sweep.dir / SWEEP_FILE
     if not path.is_file():
+        if "mlflow_sweep" in (hc.callbacks or {}):
+            log.warning("no %s in the sweep folder: this job logs a standalone run", path)
         return None
     fields = json.loads(path.read_text())
     return SweepContext(**fields | {"fixed_keys": tuple(fields.get("fixed_keys", ()))})
