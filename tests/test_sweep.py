@@ -122,3 +122,15 @@ def test_cluster_launcher_presets_compose(cli, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SlurmLauncher" in result.stdout and "partition: gpu" in result.stdout
     assert "array_parallelism: 16" in result.stdout
+
+
+def test_jobs_find_a_relative_sweep_folder_from_their_own_folder_and_stay_in_the_sweeps_experiment(cli, tmp_path,
+                                                                                                  store):
+    """hydra.job.chdir moves each job into its own folder; sweeping tracking.experiment cannot split the sweep."""
+    result = cli("-m", "hydra.job.chdir=true", "hydra.sweep.dir=rel", "tracking.experiment=x,y", "dataset.limit=300",
+                 *TINY, f"tracking.uri={store}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parents, jobs = runs_by_role(store, "nnlab")  # the sweep's experiment: the config's, before sweeping
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(j.data.tags["nnlab.requested_experiment"] for j in jobs) == ["x", "y"]
+    assert (tmp_path / "rel" / SWEEP_FILE).is_file()

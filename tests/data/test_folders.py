@@ -148,6 +148,8 @@ def test_faces_reads_labels_csv_and_reports_rows_without_an_image(tmp_path):
     assert any("000005.jpg" in p for p in data.info["problems"])
     # brightness encodes the age: the targets must stay attached to their images
     assert np.corrcoef(data.train[0].mean(axis=(1, 2, 3)), data.train[1])[0, 1] > 0.99
+    assert np.allclose(data.baselines["train_mean"], data.train[1].mean())  # what the regressor must beat
+    assert len(data.baselines["train_mean"]) == 10
 
 
 def test_faces_bad_table_is_one_sentence(tmp_path):

@@ -137,7 +137,8 @@ def faces(
     pool, test = holdout(x, y, test_split=test_split, seed=seed, stratify=False)
     train, val = split_train(*pool, val_split=val_split, limit=None, seed=seed, stratify=False)
     info = {"skipped_images": bad, "missing_label_files": int((~exists).sum()), "problems": problems}
-    return Data(train, val, test, "regression", None, rescale=1 / 255, info=info)
+    mean_age = np.full(len(test[1]), train[1].mean(), np.float32)  # the "no model" guess MAE is judged against
+    return Data(train, val, test, "regression", None, rescale=1 / 255, info=info, baselines={"train_mean": mean_age})
 
 
 def read_labels(table: Path, file_column: str, target_column: str) -> tuple[list[str], np.ndarray]:
