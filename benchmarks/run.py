@@ -102,14 +102,16 @@ def bench_experiments(work: str, names: tuple[str | tuple[str, ...], ...]) -> di
 
 
 def bench_sweep(work: str, n_jobs: int = 2) -> dict:
-    """The same 4-job sweep (MLP widths on Fashion-MNIST, 3 epochs) in-process, then with joblib workers."""
+    """The same 4-job sweep (MLP widths on Fashion-MNIST, 3 epochs) in-process with every core, then in
+    `n_jobs` joblib workers sharing the cores (one thread each)."""
     sweep = ("--multirun", "+experiment=fashion_mlp", "model.widths=null", "model.depth=2",
              "model.width=64,128,256,512", "trainer.epochs=3", "trainer.max_minutes=null",
              "trainer.plot_model=false")
     times = {}
     for launcher in ("basic", "joblib"):
         store = f"sqlite:///{work}/sweep_{launcher}.db"
-        extra = ("hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}") if launcher == "joblib" else ()
+        extra = ("hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}",
+                 f"trainer.threads={max(1, (os.cpu_count() or 1) // n_jobs)}") if launcher == "joblib" else ()
         times[launcher], _ = timed(nnlab(*sweep, *extra, f"tracking.uri={store}", "tracking.experiment=bench",
                                          f"hydra.sweep.dir={work}/multirun_{launcher}"), work)
     return {"serial_seconds": times["basic"], "joblib_seconds": times["joblib"], "n_jobs": n_jobs,

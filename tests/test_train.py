@@ -76,6 +76,21 @@ def test_mixed_precision_is_ignored_on_cpu_and_says_so():
         keras.mixed_precision.set_dtype_policy("float32")
 
 
+def test_threads_limit_the_backend_in_a_fresh_process():
+    """Set before the runtime starts (a fresh job process); later calls in the same process keep the first value."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from nnlab import train; train.setup_runtime(0, False, threads=1); import tensorflow as tf; "
+            "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+            "tf.config.threading.get_inter_op_parallelism_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "1"]
+
+
 def test_evaluate_returns_prefixed_metrics_and_probabilities():
     data = tiny_data(classes=3)
     model = compiled(data)

@@ -87,7 +87,7 @@ def train_and_log(cfg: dict[str, Any], yaml_text: str, run) -> tuple[str, dict[s
 
     trainer = cfg["trainer"]
     run.text(yaml_text, "config.yaml")
-    run.tags(train.setup_runtime(cfg["seed"], trainer["mixed_precision"]))
+    run.tags(train.setup_runtime(cfg["seed"], trainer["mixed_precision"], trainer["threads"]))
     data = load_dataset(cfg["dataset"], seed=cfg["seed"])
     log_data_facts(run, data)
     model = build(cfg["model"], data, cfg["augment"], cfg["seed"], run)

@@ -39,8 +39,32 @@ def devices() -> list[str]:
     return []
 
 
-def setup_runtime(seed: int, mixed_precision: bool) -> dict[str, Any]:
-    """Seed everything and pick the dtype policy; returns facts worth logging."""
+def set_threads(threads: int | None) -> None:
+    """CPU threads for this job's math. Parallel sweep jobs (joblib) each default to every core and then fight
+    over them; one or two threads a job lets them share the machine."""
+    if not threads:
+        return
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # the runtime started for an earlier job of this process: its setting stays
+            if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+                log.warning("trainer.threads=%d not applied: TensorFlow started earlier in this process", threads)
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    else:
+        log.warning("trainer.threads is not applied on %s; limit its threads before start (e.g. XLA_FLAGS)", backend)
+
+
+def setup_runtime(seed: int, mixed_precision: bool, threads: int | None = None) -> dict[str, Any]:
+    """Seed everything, set the thread count and the dtype policy; returns facts worth logging."""
+    set_threads(threads)
     # Jobs of a sweep share one process: drop the previous job's graphs and layer-name counters.
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)

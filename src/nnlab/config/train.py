@@ -33,6 +33,7 @@ class TrainerConfig:
     metrics: list[str] | None = None  # None: by task (accuracy / MAE, RMSE)
     mixed_precision: bool = False  # mixed_float16 on a GPU; ignored (and logged so) on CPU
     jit_compile: bool | None = None  # None: Keras "auto" (XLA where it helps)
+    threads: int | None = None  # CPU threads per job (TensorFlow, PyTorch); 1 for parallel sweep jobs
     verbose: int | None = None  # Keras progress: None = bars on a terminal, one line per epoch otherwise
     save_model: bool = True  # model.keras in the run's artifacts
     save_h5: bool = False  # also model.h5 (legacy HDF5: Netron, older tools)
