@@ -77,8 +77,8 @@ def hydra_tags() -> dict[str, Any]:
 
     if not HydraConfig.initialized():
         return {}
-    hc = HydraConfig.get()
-    return {"overrides": " ".join(hc.overrides.task) or "(none)", "hydra.output_dir": hc.runtime.output_dir}
+    return {"overrides": " ".join(hydra_overrides()) or "(none)",
+            "hydra.output_dir": HydraConfig.get().runtime.output_dir}
 
 
 def train_and_log(cfg: dict[str, Any], yaml_text: str, run) -> tuple[str, dict[str, float], str]:

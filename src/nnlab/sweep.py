@@ -116,10 +116,11 @@ class MlflowSweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.context is None:
             return
-        lost = [r.info.run_id for r in self.children() if r.info.status == "RUNNING"]
+        children = self.children()
+        lost = [r.info.run_id for r in children if r.info.status == "RUNNING"]
         for run_id in lost:  # the launcher has returned, so a child still RUNNING lost its process
             self.client.set_terminated(run_id, "KILLED")
-        self.finish(self.children(), stopped=False)
+        self.finish(self.children() if lost else children, stopped=False)
 
     def stopped_early(self) -> None:
         """Exit hook: the sweep ended without `on_multirun_end` (a job raised, Ctrl-C). Children that are still
