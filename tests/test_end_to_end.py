@@ -165,3 +165,20 @@ def test_a_multirun_sweep_logs_one_finished_run_per_job(cli, tmp_path, store):
     jobs = [r for r in runs if r.data.tags.get("nnlab.role") == "job"]
     assert sorted(r.data.tags["optimizer"] for r in jobs) == ["adam", "sgd"]
     assert {r.info.status for r in runs} == {"FINISHED"} and len(runs) == 3  # + the sweep's parent run
+
+
+def test_the_boston_preset_trains_an_ensemble_and_logs_what_averaging_gained(cli, tmp_path, store):
+    from data_fixtures import make_boston
+
+    make_boston(tmp_path / "boston" / "housing.data")
+    result = cli("+experiment=boston_mlp", f"dataset.path={tmp_path / 'boston'}", "model.ensemble=2",
+                 "model.widths=[16,8]", "trainer.epochs=3", "trainer.batch_size=64", "trainer.plot_model=false",
+                 f"tracking.uri={store}", "tracking.experiment=boston_e2e", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, (run,) = runs_of(store, "boston_e2e")
+    assert run.info.status == "FINISHED" and run.data.params["model.ensemble"] == "2"
+    metrics = run.data.metrics
+    assert metrics["test_mae"] <= metrics["test_mae_members"] + 1e-6  # never worse than its average member
+    assert {"test_rmse", "test_rmse_members", "test_mae_train_mean"} <= set(metrics)
+    model = keras.saving.load_model(client.download_artifacts(run.info.run_id, "model/model.keras", str(tmp_path)))
+    assert [layer.name for layer in model.layers][-1] == "ensemble"

@@ -16,6 +16,7 @@ import numpy as np
 from nnlab.data import Data
 from nnlab.data.pipeline import batches
 from nnlab.errors import NnlabError, unknown_name
+from nnlab.models import members
 from nnlab.optim import build_optimizer, current_lr
 
 log = logging.getLogger(__name__)
@@ -259,8 +260,11 @@ def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: S
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     batch_size = int(trainer["batch_size"])
-    train_batches = batches(*data.train, batch_size, shuffle=True, seed=seed)
-    val_batches = batches(*data.val, batch_size, shuffle=False) if data.val is not None else None
+    x, y = data.train
+    train_batches = batches(x, column(model, y), batch_size, shuffle=True, seed=seed)
+    val_batches = None
+    if data.val is not None:
+        val_batches = batches(data.val[0], column(model, data.val[1]), batch_size, shuffle=False)
     start = time.perf_counter()
     history = model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
                         callbacks=[*own, *callbacks], verbose=verbose, shuffle=False)  # batches() shuffles
@@ -279,13 +283,25 @@ def evaluate(model: keras.Model, data: Data, batch_size: int) -> tuple[dict[str,
     """Test metrics (prefixed test_) and the raw predictions, computed once each. Regression also gets the
     error in the target's own units and the loader's baselines (e.g. seasonal naive) on the same rows."""
     x_test, y_test = data.test
-    scores = model.evaluate(batches(x_test, y_test, batch_size, shuffle=False), verbose=0, return_dict=True)
+    scores = model.evaluate(batches(x_test, column(model, y_test), batch_size, shuffle=False), verbose=0,
+                            return_dict=True)
     predictions = model.predict(x_test, batch_size=batch_size, verbose=0)
     metrics = {f"test_{k}": float(v) for k, v in scores.items()}
     if data.task == "regression":
         for name, guess in {"": predictions, **data.baselines}.items():
             metrics |= regression_errors(guess, y_test, data.target_scale, suffix=f"_{name}" if name else "")
+        if len(members(model)) > 1:  # what the average gained over its members alone
+            alone = [regression_errors(m.predict(x_test, batch_size=batch_size, verbose=0), y_test,
+                                       data.target_scale, suffix="_members") for m in members(model)]
+            metrics |= {k: float(np.mean([a[k] for a in alone])) for k in alone[0]}
     return metrics, predictions
+
+
+def column(model: keras.Model, y: np.ndarray) -> np.ndarray:
+    """Targets as an (n, 1) column for a one-unit head, as Keras would expand them itself; an ensemble's
+    side-by-side training outputs then broadcast against them."""
+    y = np.asarray(y)
+    return y.reshape(-1, 1) if y.ndim == 1 and model.output_shape[-1] == 1 else y
 
 
 def regression_errors(predictions, y_true, target_scale, suffix: str = "") -> dict[str, float]:

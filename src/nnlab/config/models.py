@@ -11,6 +11,7 @@ class ModelConfig:
     name: str = MISSING
     param_budget: int | None = None  # solve `width` so the model has this many parameters (within 5%)
     max_params: int | None = None  # refuse to train a bigger model (checked before training)
+    ensemble: int = 1  # members trained side by side, predictions averaged (regression and two-class heads)
 
 
 @dataclass

@@ -47,13 +47,59 @@ def build_model(cfg: Mapping[str, Any], input_shape: tuple[int, ...], task: str,
 def assemble(kwargs: Mapping[str, Any], input_shape, task, num_classes, augment=(), name=None) -> keras.Model:
     kwargs = dict(kwargs)
     builder = kwargs.pop("name")
+    members = kwargs.pop("ensemble", None)
+    members = 1 if members is None else int(members)
+    if members < 1:
+        raise NnlabError(f"model.ensemble={members}: an ensemble needs 1 or more members (1 = a single model).")
     body = MODELS.get(builder)
     inputs = keras.Input(shape=input_shape, name="inputs")
     x = inputs
     for layer in augment:
         x = layer(x)
-    outputs = head(body(x, **kwargs), task, num_classes)
+    if members == 1:
+        outputs = head(body(x, **kwargs), task, num_classes)
+    else:
+        outputs = ensemble(x, members, functools.partial(body, **kwargs), task, num_classes)
     return keras.Model(inputs, outputs, name=name or builder)
+
+
+def ensemble(x, members: int, body, task: str, num_classes: int):
+    """`members` copies of body + head, each its own sub-model with its own initial weights (and dropout masks),
+    trained side by side on the same batches: the loss is the mean of the members' losses, the prediction the
+    mean of their outputs (see MemberAverage)."""
+    if task == "classification" and num_classes > 2:
+        raise NnlabError(f"model.ensemble={members} works for regression and two-class heads (one output unit); "
+                         f"this dataset has {num_classes} classes: set model.ensemble=1.")
+    outputs = []
+    for i in range(1, members + 1):
+        inputs = keras.Input(shape=x.shape[1:], name=f"member{i}_inputs")
+        member = keras.Model(inputs, head(body(inputs), task, num_classes), name=f"member{i}")
+        outputs.append(member(x))
+    return MemberAverage(name="ensemble")(outputs)
+
+
+@keras.saving.register_keras_serializable(package="nnlab")
+class MemberAverage(keras.layers.Layer):
+    """The members' outputs side by side while training, their mean otherwise.
+
+    Side by side, a one-unit target broadcasts against every member's column, so Keras's loss (a mean over the
+    last axis) is the mean of the members' own losses: each member learns as if alone, and validation and test
+    see the averaged prediction. (A loss on the mean would train one big coupled network instead.)
+    """
+
+    def call(self, outputs, training=None):
+        if training:
+            return keras.ops.concatenate(outputs, axis=-1)
+        return keras.ops.mean(keras.ops.stack(outputs, axis=0), axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+
+def members(model: keras.Model) -> list[keras.Model]:
+    """An ensemble's member sub-models; a single model is its own one member."""
+    found = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name.startswith("member")]
+    return found or [model]
 
 
 def solve_param_budget(cfg: Mapping[str, Any], input_shape, task: str, num_classes: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from nnlab.errors import NnlabError, unknown_name
-from nnlab.models import MODELS, dense_block, regularizer
+from nnlab.models import MODELS, dense_block, members, regularizer
 
 BACKBONE = "backbone"  # the nested model's name: how stages and weight files find it
 # What each family's ImageNet weights expect, starting from inputs already scaled to [0, 1]. Built from
@@ -167,9 +167,10 @@ def set_trainable(target: keras.Model, spec: Any) -> None:
 
 def apply_trainable(model: keras.Model, spec: Any) -> None:
     """A stage's `trainable` on a whole model: to its backbone where it has one, else to its layers with the
-    head kept trainable (so stages also work on models built from blocks)."""
-    if BACKBONE in [layer.name for layer in model.layers]:
-        set_trainable(model.get_layer(BACKBONE), spec)
-        return
-    set_trainable(model, spec)
-    model.get_layer("head").trainable = True
+    head kept trainable (so stages also work on models built from blocks); to each member of an ensemble."""
+    for member in members(model):
+        if BACKBONE in [layer.name for layer in member.layers]:
+            set_trainable(member.get_layer(BACKBONE), spec)
+            continue
+        set_trainable(member, spec)
+        member.get_layer("head").trainable = True
