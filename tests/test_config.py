@@ -65,8 +65,8 @@ def test_every_registered_builder_takes_exactly_its_schema_keys(group):
         runtime = {"seed"}
     for name, schema in SCHEMAS[group].items():
         params = set(inspect.signature(registry.get(name)).parameters) - runtime
-        # Every model also takes param_budget and max_params, which build_model handles around the builder.
-        fields = {f.name for f in dataclasses.fields(schema)} - {"name", "param_budget", "max_params"}
+        # Every model also takes param_budget, max_params and ensemble, which build_model handles around the builder.
+        fields = {f.name for f in dataclasses.fields(schema)} - {"name", "param_budget", "max_params", "ensemble"}
         assert params == fields, f"{group} '{name}': builder {sorted(params)} != schema {sorted(fields)}"
 
 

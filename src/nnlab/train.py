@@ -298,10 +298,11 @@ def evaluate(model: keras.Model, data: Data, batch_size: int) -> tuple[dict[str,
 
 
 def column(model: keras.Model, y: np.ndarray) -> np.ndarray:
-    """Targets as an (n, 1) column for a one-unit head, as Keras would expand them itself; an ensemble's
-    side-by-side training outputs then broadcast against them."""
+    """An ensemble's targets as an (n, 1) column, so that its side-by-side training outputs (n, members)
+    broadcast against them. Other models keep their targets as given: a model traced on one target shape
+    fails on TensorFlow when later evaluated on the other."""
     y = np.asarray(y)
-    return y.reshape(-1, 1) if y.ndim == 1 and model.output_shape[-1] == 1 else y
+    return y.reshape(-1, 1) if y.ndim == 1 and len(members(model)) > 1 else y
 
 
 def regression_errors(predictions, y_true, target_scale, suffix: str = "") -> dict[str, float]:
