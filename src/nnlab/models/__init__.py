@@ -47,31 +47,31 @@ def build_model(cfg: Mapping[str, Any], input_shape: tuple[int, ...], task: str,
 def assemble(kwargs: Mapping[str, Any], input_shape, task, num_classes, augment=(), name=None) -> keras.Model:
     kwargs = dict(kwargs)
     builder = kwargs.pop("name")
-    members = kwargs.pop("ensemble", None)
-    members = 1 if members is None else int(members)
-    if members < 1:
-        raise NnlabError(f"model.ensemble={members}: an ensemble needs 1 or more members (1 = a single model).")
+    count = kwargs.pop("ensemble", None)
+    count = 1 if count is None else int(count)
+    if count < 1:
+        raise NnlabError(f"model.ensemble={count}: an ensemble needs 1 or more members (1 = a single model).")
     body = MODELS.get(builder)
     inputs = keras.Input(shape=input_shape, name="inputs")
     x = inputs
     for layer in augment:
         x = layer(x)
-    if members == 1:
+    if count == 1:
         outputs = head(body(x, **kwargs), task, num_classes)
     else:
-        outputs = ensemble(x, members, functools.partial(body, **kwargs), task, num_classes)
+        outputs = ensemble(x, count, functools.partial(body, **kwargs), task, num_classes)
     return keras.Model(inputs, outputs, name=name or builder)
 
 
-def ensemble(x, members: int, body, task: str, num_classes: int):
-    """`members` copies of body + head, each its own sub-model with its own initial weights (and dropout masks),
+def ensemble(x, count: int, body, task: str, num_classes: int):
+    """`count` copies of body + head, each its own sub-model with its own initial weights (and dropout masks),
     trained side by side on the same batches: the loss is the mean of the members' losses, the prediction the
     mean of their outputs (see MemberAverage)."""
     if task == "classification" and num_classes > 2:
-        raise NnlabError(f"model.ensemble={members} works for regression and two-class heads (one output unit); "
+        raise NnlabError(f"model.ensemble={count} works for regression and two-class heads (one output unit); "
                          f"this dataset has {num_classes} classes: set model.ensemble=1.")
     outputs = []
-    for i in range(1, members + 1):
+    for i in range(1, count + 1):
         inputs = keras.Input(shape=x.shape[1:], name=f"member{i}_inputs")
         member = keras.Model(inputs, head(body(inputs), task, num_classes), name=f"member{i}")
         outputs.append(member(x))
