@@ -1,4 +1,4 @@
-"""Per-class evaluation of a classifier, computed by scikit-learn."""
+"""Per-class evaluation of a classifier (computed by scikit-learn) and a regressor's errors."""
 
 import re
 from dataclasses import dataclass
@@ -49,3 +49,13 @@ def class_report(y_true: np.ndarray, probabilities: np.ndarray, class_names: lis
         table=classification_report(y_true, y_pred, output_dict=True, **kwargs),
         confusion=confusion_matrix(y_true, y_pred, labels=labels),
     )
+
+
+def regression_errors(predictions, y_true, target_scale, suffix: str = "") -> dict[str, float]:
+    error = np.asarray(predictions, np.float64).reshape(-1) - np.asarray(y_true, np.float64).reshape(-1)
+    out = {f"test_mae{suffix}": float(np.abs(error).mean()), f"test_rmse{suffix}": float(np.sqrt((error**2).mean()))}
+    if target_scale is not None:  # also in the target's own units (passengers, $1000s…)
+        error = error * target_scale[1]
+        out |= {f"test_mae_original{suffix}": float(np.abs(error).mean()),
+                f"test_rmse_original{suffix}": float(np.sqrt((error**2).mean()))}
+    return out

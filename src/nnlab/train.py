@@ -16,6 +16,7 @@ import numpy as np
 from nnlab.data import Data
 from nnlab.data.pipeline import batches
 from nnlab.errors import NnlabError, unknown_name
+from nnlab.metrics import regression_errors
 from nnlab.models import members
 from nnlab.optim import build_optimizer, current_lr
 
@@ -303,13 +304,3 @@ def column(model: keras.Model, y: np.ndarray) -> np.ndarray:
     fails on TensorFlow when later evaluated on the other."""
     y = np.asarray(y)
     return y.reshape(-1, 1) if y.ndim == 1 and len(members(model)) > 1 else y
-
-
-def regression_errors(predictions, y_true, target_scale, suffix: str = "") -> dict[str, float]:
-    error = np.asarray(predictions, np.float64).reshape(-1) - np.asarray(y_true, np.float64).reshape(-1)
-    out = {f"test_mae{suffix}": float(np.abs(error).mean()), f"test_rmse{suffix}": float(np.sqrt((error**2).mean()))}
-    if target_scale is not None:  # also in the target's own units (passengers, $1000s…)
-        error = error * target_scale[1]
-        out |= {f"test_mae_original{suffix}": float(np.abs(error).mean()),
-                f"test_rmse_original{suffix}": float(np.sqrt((error**2).mean()))}
-    return out
