@@ -11,7 +11,8 @@
   transfer  cifar10_mobilenet (pretrains and exports a backbone), hotdog_transfer from it, hotdog_scratch:
             transfer must beat scratch
   sweep     wall time of a 4-job sweep with the joblib launcher / the same sweep run serially (target <= 0.6
-            on 2 cores), for a Fashion-MNIST MLP sweep (batch 128) and the Boston loss variants (batch 8)
+            on 2 cores): fashion_neurons and boston_variants as users run them, and a 3-epoch Fashion sweep;
+            `sweep:NAME` runs one of them
 
 Usage: python benchmarks/run.py [cfg overhead images catalogue fashion archs photos transfer sweep] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
 points it at ../shared/datasets). Results: bench-results/results.json and printed Markdown.
@@ -101,46 +102,49 @@ def bench_experiments(work: str, names: tuple[str | tuple[str, ...], ...]) -> di
     return results
 
 
-# Two 4-job sweeps from the labs: Fashion-MNIST MLPs at batch 128 (each job already keeps both cores busy in its
-# matrix products) and the Boston loss variants at batch 8 (each step is mostly per-batch dispatch, one core).
+# 4-job sweeps from the labs. "fashion" and "boston" are presets as a user runs them (four of their values):
+# Fashion-MNIST MLPs at batch 128, 15 epochs (each job keeps both cores busy in its matrix products) and Boston
+# loss variants at batch 8, 300 epochs (each step mostly per-batch dispatch on one core). "fashion_short" is the
+# same Fashion sweep at 3 epochs: jobs of ~15 s, where the fixed costs around training dominate.
 SWEEPS = {
-    "fashion": ("+experiment=fashion_mlp", "model.widths=null", "model.depth=2", "model.width=64,128,256,512",
-                "trainer.epochs=3", "trainer.max_minutes=null", "trainer.plot_model=false"),
-    "boston": ("+sweep=boston_variants", "model.widths=[256,128]", "trainer.epochs=100",
-               "trainer.plot_model=false"),
+    "fashion": ("+sweep=fashion_neurons", "model.width=64,128,256,512", "trainer.plot_model=false"),
+    "boston": ("+sweep=boston_variants", "model.widths=[256,128]", "trainer.plot_model=false"),
+    "fashion_short": ("+sweep=fashion_neurons", "model.width=64,128,256,512", "trainer.epochs=3",
+                      "trainer.plot_model=false"),
 }
 
 
-def bench_sweep(work: str, n_jobs: int = 2) -> dict:
-    """Each 4-job sweep in-process with every core, then in `n_jobs` joblib workers sharing the cores (one thread
-    each); the ratio is joblib time / serial time."""
+def bench_sweep(work: str, n_jobs: int = 2, names: tuple[str, ...] = tuple(SWEEPS)) -> dict:
+    """Each 4-job sweep in-process with every core, then in `n_jobs` joblib workers sharing the cores; the ratio is joblib time / serial time. The jobs' own wall and
+    training times (from their runs) split each total into training, per-job costs (data, evaluation,
+    figures, model files, logging) and per-process costs (imports, Hydra, the sweep's report)."""
     results = {}
-    for name, sweep in SWEEPS.items():
-        times = {}
-        for launcher in ("basic", "joblib"):
+    for name in names:
+        row = {"n_jobs": n_jobs}
+        for launcher in ("serial", "joblib"):
             store = f"sqlite:///{work}/sweep_{name}_{launcher}.db"
-            extra = ("hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}",
-                     f"trainer.threads={max(1, (os.cpu_count() or 1) // n_jobs)}") if launcher == "joblib" else ()
-            times[launcher], _ = timed(nnlab("--multirun", *sweep, *extra, f"tracking.uri={store}",
-                                             "tracking.experiment=bench", f"hydra.sweep.dir={work}/{name}_{launcher}"),
-                                       work)
-            # Training time per job (from each child run) splits the wall time into the jobs' own slowdown when
-            # they share the cores and the fixed costs around them (imports, data, logging).
-            times[f"{launcher}_training"] = sum(jobs_training_seconds(store, "bench"))
-        results[name] = {"serial_seconds": times["basic"], "joblib_seconds": times["joblib"], "n_jobs": n_jobs,
-                         "ratio": times["joblib"] / times["basic"],
-                         "serial_training_seconds": times["basic_training"],
-                         "joblib_training_seconds": times["joblib_training"]}
+            # joblib jobs get trainer.threads = cores / workers by themselves, as a user's would
+            extra = ("hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}") if launcher == "joblib" else ()
+            row[f"{launcher}_seconds"], _ = timed(nnlab("--multirun", *SWEEPS[name], *extra, f"tracking.uri={store}",
+                                                        "tracking.experiment=bench",
+                                                        f"hydra.sweep.dir={work}/{name}_{launcher}"), work)
+            jobs = sweep_jobs(store, "bench")
+            row[f"{launcher}_training_seconds"] = sum(j["training"] for j in jobs)  # summed over jobs
+            row[f"{launcher}_job_seconds"] = sum(j["wall"] for j in jobs)
+            row[f"{launcher}_test_accuracy"] = [j.get("test_accuracy") for j in jobs]
+        row["ratio"] = row["joblib_seconds"] / row["serial_seconds"]
+        results[name] = row
     return results
 
 
-def jobs_training_seconds(store: str, experiment: str) -> list[float]:
+def sweep_jobs(store: str, experiment: str) -> list[dict]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], "tags.`nnlab.role` = 'job'")
-    return [run.data.metrics["training_seconds"] for run in runs]
+    return [{"training": r.data.metrics["training_seconds"], "wall": (r.info.end_time - r.info.start_time) / 1000,
+             "test_accuracy": r.data.metrics.get("test_accuracy")} for r in runs]
 
 
 SUITES = {
@@ -170,6 +174,8 @@ def main() -> None:
                 result = bench_experiments(work, SUITES[which])
             elif which == "images":
                 result = bench_images(os.environ["NNLAB_DATA_DIR"])
+            elif which.startswith("sweep:"):  # one of the sweeps, e.g. sweep:boston
+                result = bench_sweep(work, names=tuple(which.split(":", 1)[1].split(",")))
             else:
                 result = {"cfg": lambda: bench_cfg(work), "overhead": lambda: bench_overhead(work, args.epochs),
                           "sweep": lambda: bench_sweep(work)}[which]()

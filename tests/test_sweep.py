@@ -1,11 +1,12 @@
 """Sweeps end to end: `nnlab sweep`, the MLflow parent/child runs, parallel jobs, failures, `nnlab report`."""
 
 import json
+import os
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from nnlab.sweep import SWEEP_FILE
+from nnlab.sweep import SWEEP_FILE, threads_per_worker
 from nnlab.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
 pytestmark = pytest.mark.slow
@@ -87,6 +88,14 @@ def test_parallel_jobs_on_a_brand_new_store_all_land(cli, tmp_path):
     assert len(jobs) == 4 and all(j.info.status == "FINISHED" for j in jobs)
     for job in jobs:
         assert [m.step for m in client.get_metric_history(job.info.run_id, "val_loss")] == [1]
+        # each worker kept to its share of the cores without being told
+        assert job.data.params["trainer.threads"] == str(max(1, (os.cpu_count() or 1) // 4))
+
+
+def test_threads_per_worker_follow_joblibs_n_jobs():
+    assert threads_per_worker(2, cores=8) == 4 and threads_per_worker(4, cores=2) == 1
+    assert threads_per_worker(-1, cores=8) == 1 and threads_per_worker(None, cores=8) == 1  # one worker a core
+    assert threads_per_worker(-5, cores=8) == 2  # joblib's -5: all but four cores, i.e. 4 workers
 
 
 def test_sweep_needs_a_preset_name(cli, tmp_path):

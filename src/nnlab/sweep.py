@@ -199,3 +199,23 @@ def job_context() -> SweepContext | None:
         return None
     fields = json.loads(path.read_text())
     return SweepContext(**fields | {"fixed_keys": tuple(fields.get("fixed_keys", ()))})
+
+
+def parallel_threads(cores: int | None = None) -> int | None:
+    """CPU threads for a job that the joblib launcher runs beside others (cores / workers), else None. Each
+    job would otherwise size its thread pools to every core, and the workers would fight over them."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    launcher = HydraConfig.get().launcher
+    if "joblib" not in str(launcher.get("_target_", "")).lower():
+        return None
+    return threads_per_worker(launcher.get("n_jobs"), cores or os.cpu_count() or 1)
+
+
+def threads_per_worker(n_jobs: int | None, cores: int) -> int:
+    n_jobs = -1 if n_jobs is None else int(n_jobs)
+    workers = cores + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 = every core, -2 = all but one
+    return max(1, cores // max(1, workers))

@@ -262,10 +262,11 @@ def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: S
         verbose = 1 if sys.stdout.isatty() else 2
     batch_size = int(trainer["batch_size"])
     x, y = data.train
-    train_batches = batches(x, column(model, y), batch_size, shuffle=True, seed=seed)
+    threads = trainer.get("threads")
+    train_batches = batches(x, column(model, y), batch_size, shuffle=True, seed=seed, threads=threads)
     val_batches = None
     if data.val is not None:
-        val_batches = batches(data.val[0], column(model, data.val[1]), batch_size, shuffle=False)
+        val_batches = batches(data.val[0], column(model, data.val[1]), batch_size, shuffle=False, threads=threads)
     start = time.perf_counter()
     history = model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
                         callbacks=[*own, *callbacks], verbose=verbose, shuffle=False)  # batches() shuffles

@@ -33,6 +33,22 @@ def test_image_folder_without_a_test_folder_holds_out_a_stratified_split(tmp_pat
     assert np.bincount(data.test[1]).tolist() == [3, 3, 3]
 
 
+def test_more_train_dirs_pool_every_photo_and_hold_out_a_split(tmp_path):
+    root = make_split_tree(tmp_path / "cifar", CLASSES, train=10, test=6)
+    data = load("image_folder", root, image_size=[8, 8], more_train_dirs=["test"], test_dir=None,
+                test_split=0.25, val_split=0.0)
+    assert data.sizes() == {"train": 36, "val": 0, "test": 12}  # (10 + 6) x 3 photos, a quarter held out
+    assert np.bincount(data.test[1]).tolist() == [4, 4, 4]
+
+
+def test_more_train_dirs_refuse_the_test_folder_and_name_missing_ones(tmp_path):
+    root = make_split_tree(tmp_path / "cifar", CLASSES, train=2, test=1)
+    with pytest.raises(NnlabError, match="test set would also be trained on.*test_dir=null"):
+        load("image_folder", root, more_train_dirs=["test"])
+    with pytest.raises(DataNotFoundError, match=r"\['extra'\], which are not folders"):
+        load("image_folder", root, more_train_dirs=["extra"], test_dir=None)
+
+
 def test_fruits_layout_and_a_subset_of_classes(tmp_path):
     root = make_split_tree(tmp_path / "fruits", ["Apricot", "Kiwi", "Plum"], 6, 2, train_dir="Training",
                            test_dir="Test", fmt="jpg", size=(20, 20))

@@ -26,6 +26,15 @@ def test_unshuffled_batches_keep_the_order():
     assert epoch(ArrayBatches(x, y, 6, shuffle=False))[1].tolist() == list(range(20))
 
 
+def test_threads_bound_the_input_pipeline_pool():
+    x, y = np.arange(20, dtype=np.float32)[:, None], np.arange(20)
+    ds = batches(x, y, 6, shuffle=False, threads=1)
+    assert ds.options().threading.private_threadpool_size == 1 and ds.options().autotune.cpu_budget == 1
+    assert epoch(ds)[1].tolist() == list(range(20))
+    assert batches(x, y, 6, shuffle=False).options().threading.private_threadpool_size is None
+    assert ArrayBatches(x, y, 6, shuffle=False, workers=1).workers == 1
+
+
 def test_array_batches_serve_memory_mapped_arrays_and_reshuffle(tmp_path):
     np.save(tmp_path / "x.npy", np.arange(30, dtype=np.uint8).reshape(30, 1, 1, 1))
     x = np.load(tmp_path / "x.npy", mmap_mode="r")

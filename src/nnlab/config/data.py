@@ -36,6 +36,7 @@ class ImageFolderConfig(ImageDatasetConfig):
     path: str | None = MISSING  # the folder holding train/ (and test/), or the class folders themselves
     train_dir: str = "train"  # class folders under path/train_dir (or under path itself)
     test_dir: str | None = "test"  # when path/test_dir is missing, a seeded `test_split` is held out
+    more_train_dirs: list[str] = field(default_factory=list)  # more class trees under path joining the training pool
     classes: list[str] | None = None  # a subset of the class folders, in label order
     image_size: list[int] = field(default_factory=lambda: [128, 128])  # height, width
     color_mode: str = "rgb"  # rgb | grayscale

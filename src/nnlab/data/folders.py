@@ -78,21 +78,23 @@ def decode_split(files: list[Path], labels: np.ndarray, settings: dict, problems
 @DATASETS.register("image_folder")
 def image_folder(
     *, seed: int, path: str | None = None, train_dir: str = "train", test_dir: str | None = "test",
-    classes: list[str] | None = None, image_size: list[int] = (128, 128), color_mode: str = "rgb",
+    more_train_dirs: list[str] = (), classes: list[str] | None = None, image_size: list[int] = (128, 128), color_mode: str = "rgb",
     crop_to_aspect_ratio: bool = False, limit: int | None = None, val_split: float = 0.1,
     test_split: float = 0.2, max_bad_fraction: float = 0.01, cache_dir: str | None = None,
 ) -> Data:
-    """Class folders under `path/train_dir` (or `path` itself); the test set is `path/test_dir` when that
-    exists, else a seeded stratified `test_split` of the rest."""
+    """Class folders under `path/train_dir` (or `path` itself) and `path/<more_train_dirs>`; the test set is
+    `path/test_dir` when that exists, else a seeded stratified `test_split` of the rest."""
     layout = FOLDER_LAYOUT.format(train=train_dir, test=test_dir or "test")
     root = require_dir(path, layout)
     train_root = root / train_dir if (root / train_dir).is_dir() else root
     test_root = root / test_dir if test_dir and (root / test_dir).is_dir() else None
-    names, empty = find_classes([train_root] + ([test_root] if test_root else []), classes)
+    extra = extra_roots(root, more_train_dirs, test_dir if test_root else None)
+    names, empty = find_classes([train_root, *extra] + ([test_root] if test_root else []), classes)
     settings = {"size": tuple(image_size), "color_mode": color_mode, "crop": crop_to_aspect_ratio,
                 "cache_dir": cache_dir}
     problems = [f"empty class folder: {c}" for c in empty]
-    files, labels = class_files(train_root, names)
+    parts = [class_files(r, names) for r in (train_root, *extra)]
+    files, labels = [f for part in parts for f in part[0]], np.concatenate([part[1] for part in parts])
     keep = seeded_subset(labels, limit, seed)
     x, y = decode_split([files[i] for i in keep], labels[keep], settings, problems)
     total = len(keep)
@@ -107,6 +109,18 @@ def image_folder(
     train, val = split_train(*pool, val_split=val_split, limit=None, seed=seed, stratify=True)
     info = {"skipped_images": bad, "empty_classes": len(empty), "problems": problems}
     return Data(train, val, test, "classification", names, rescale=1 / 255, info=info)
+
+
+def extra_roots(root: Path, dirs: list[str], test_dir: str | None) -> list[Path]:
+    """More training trees (e.g. a copy's test/ to pretrain a backbone on every photo it has)."""
+    if test_dir in dirs:
+        raise NnlabError(f"dataset.more_train_dirs includes the test folder '{test_dir}', so the test set would "
+                         "also be trained on; set dataset.test_dir=null to hold out dataset.test_split instead.")
+    missing = [d for d in dirs if not (root / d).is_dir()]
+    if missing:
+        raise DataNotFoundError(f"dataset.more_train_dirs names {missing}, which are not folders under {root}; "
+                                "remove them or create them as <class>/<image> trees.")
+    return [root / d for d in dirs]
 
 
 @DATASETS.register("faces")

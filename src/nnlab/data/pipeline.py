@@ -9,13 +9,16 @@ import keras
 import numpy as np
 
 
-def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0):
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
+            threads: int | None = None):
+    """`threads` bounds the input pipeline's own threads (parallel sweep jobs sharing a few cores)."""
     if keras.backend.backend() == "tensorflow":
-        return tf_batches(x, y, batch_size, shuffle=shuffle, seed=seed)
-    return ArrayBatches(x, y, batch_size, shuffle=shuffle, seed=seed)
+        return tf_batches(x, y, batch_size, shuffle=shuffle, seed=seed, threads=threads)
+    return ArrayBatches(x, y, batch_size, shuffle=shuffle, seed=seed, workers=threads or 2)
 
 
-def tf_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0):
+def tf_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
+               threads: int | None = None):
     import tensorflow as tf
 
     n = len(x)
@@ -28,7 +31,14 @@ def tf_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, 
     ds = tf.data.Dataset.zip((indices, arrays)).map(
         lambda i, xy: (tf.gather(xy[0], i), tf.gather(xy[1], i)), num_parallel_calls=tf.data.AUTOTUNE
     )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    if threads:  # tf.data otherwise sizes its pool to every core, whatever the op threads were set to
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = threads
+        options.threading.max_intra_op_parallelism = 1
+        options.autotune.cpu_budget = threads
+        ds = ds.with_options(options)
+    return ds
 
 
 class ArrayBatches(keras.utils.PyDataset):
