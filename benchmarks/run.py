@@ -8,8 +8,8 @@
   fashion   fashion_mlp and fashion_cnn_adam: test accuracy and wall time (targets 89.5% / 93.5%)
   archs     mnist_cnn (>= 99.4%), fashion_alexnet and its wide/deep variants, airline_lstm (vs seasonal naive)
   photos    fruits_cnn (>= 99.5% in 10 min), fruits_resnet (>= 99.8% in 30 min), faces_age (MAE <= 7 in 60 min)
-  transfer  cifar10_mobilenet (pretrains and exports a backbone), hotdog_transfer from it, hotdog_scratch:
-            transfer must beat scratch
+  transfer  hotdog_pretrain (pretrains and exports a backbone), hotdog_offline loading it, the same network
+            from scratch: transfer must beat scratch
   sweep     wall time of a 4-job sweep with the joblib launcher / the same sweep run serially (target <= 0.6
             on 2 cores): fashion_neurons and boston_variants as users run them, and a 3-epoch Fashion sweep;
             `sweep:NAME` runs one of them
@@ -152,8 +152,8 @@ SUITES = {
     "catalogue": ("boston_mlp", "notmnist_cnn", "cifar10_cnn"),
     "archs": ("mnist_cnn", "fashion_alexnet", "fashion_alexnet_wide", "fashion_alexnet_deep", "airline_lstm"),
     "photos": ("fruits_cnn", "fruits_resnet", "faces_age"),
-    "transfer": ("cifar10_mobilenet", ("hotdog_transfer", "model.weights=models/cifar10_mobilenet/model.keras"),
-                 "hotdog_scratch"),
+    "transfer": ("hotdog_pretrain", "hotdog_offline",
+                 ("hotdog_scratch", "dataset.image_size=[32,32]", "model.resize=[64,64]")),
 }
 
 

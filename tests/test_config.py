@@ -126,6 +126,16 @@ def test_every_experiment_composes_and_its_model_builds(name, monkeypatch):
     assert cfg.tracking.experiment != "nnlab", "presets file their runs under their lab's experiment"
 
 
+def test_the_offline_hotdog_preset_loads_what_its_pretraining_exports(monkeypatch):
+    monkeypatch.setenv("NNLAB_DATA_DIR", "/data/root")
+    pre, off = composed("+experiment=hotdog_pretrain"), composed("+experiment=hotdog_offline")
+    assert off.model.weights == f"{pre.trainer.export_dir}/model.keras"
+    same = ("backbone", "backbone_kwargs", "resize")
+    assert [off.model[k] for k in same] == [pre.model[k] for k in same]
+    assert off.dataset.image_size == pre.dataset.image_size  # fed as the backbone learnt
+    assert pre.dataset.more_train_dirs == ["test"] and pre.dataset.test_dir is None
+
+
 def sweep_names():
     from pathlib import Path
 
