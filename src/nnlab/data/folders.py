@@ -78,8 +78,8 @@ def decode_split(files: list[Path], labels: np.ndarray, settings: dict, problems
 @DATASETS.register("image_folder")
 def image_folder(
     *, seed: int, path: str | None = None, train_dir: str = "train", test_dir: str | None = "test",
-    more_train_dirs: list[str] = (), classes: list[str] | None = None, image_size: list[int] = (128, 128), color_mode: str = "rgb",
-    crop_to_aspect_ratio: bool = False, limit: int | None = None, val_split: float = 0.1,
+    more_train_dirs: list[str] = (), classes: list[str] | None = None, image_size: list[int] = (128, 128),
+    color_mode: str = "rgb", crop_to_aspect_ratio: bool = False, limit: int | None = None, val_split: float = 0.1,
     test_split: float = 0.2, max_bad_fraction: float = 0.01, cache_dir: str | None = None,
 ) -> Data:
     """Class folders under `path/train_dir` (or `path` itself) and `path/<more_train_dirs>`; the test set is
