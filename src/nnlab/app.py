@@ -189,9 +189,9 @@ def run(cfg: DictConfig) -> float | None:
     from nnlab import sweep, track
 
     tracking, tags = container["tracking"], run_tags(container, track.git_commit())
-    if container["trainer"]["threads"] is None:
-        container["trainer"]["threads"] = sweep.parallel_threads()
     context = sweep.job_context()
+    if container["trainer"]["threads"] is None:
+        container["trainer"]["threads"] = sweep.parallel_threads(context.parallel if context else None)
     if context is not None:
         tracking, tags = join_sweep(context, tracking, tags)
     with track.start_run(tracking, tags) as run:

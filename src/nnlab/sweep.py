@@ -37,6 +37,7 @@ class SweepContext:
     experiment_id: str
     parent_run_id: str
     fixed_keys: tuple[str, ...] = ()  # keys the command line sets to one value for every job
+    parallel: int | None = None  # at most this many jobs run at once (None: not known)
 
     def job_name(self, overrides: list[str]) -> str:
         """A job's run name: the overrides that tell it apart from the other jobs of the sweep."""
@@ -61,7 +62,7 @@ def is_sweep_override(override: str) -> bool:
     return OverridesParser.create().parse_override(override).is_sweep_override()
 
 
-def sweep_space(cfg: DictConfig) -> tuple[str, tuple[str, ...]]:
+def sweep_space(cfg: DictConfig) -> tuple[list[str], tuple[str, ...]]:
     """(the swept dimensions as they will run, the keys fixed for every job). The command line wins over a
     preset's hydra.sweeper.params key by key, as Hydra's sweepers merge them."""
     space = {str(k): f"{k}={v}" for k, v in (OmegaConf.select(cfg, "hydra.sweeper.params") or {}).items()}
@@ -73,7 +74,24 @@ def sweep_space(cfg: DictConfig) -> tuple[str, tuple[str, ...]]:
         else:
             space.pop(key, None)
             fixed.append(key)
-    return " ".join(space.values()) or "(none)", tuple(fixed)
+    return list(space.values()), tuple(fixed)
+
+
+def parallel_jobs(cfg: DictConfig, space: list[str]) -> int | None:
+    """How many jobs can run at once: all of a basic sweep (the product of its value counts), an Optuna
+    batch (`hydra.sweeper.n_jobs`); None when it cannot be told."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if "BasicSweeper" not in str(OmegaConf.select(cfg, "hydra.sweeper._target_")):
+        batch = OmegaConf.select(cfg, "hydra.sweeper.n_jobs")
+        return int(batch) if batch else None
+    parser, count = OverridesParser.create(), 1
+    try:
+        for override in space:
+            count *= len(list(parser.parse_override(override).sweep_string_iterator()))
+    except Exception:  # noqa: BLE001 (sweeps it cannot enumerate, e.g. intervals)
+        return None
+    return count
 
 
 class MlflowSweepCallback(Callback):
@@ -99,12 +117,14 @@ class MlflowSweepCallback(Callback):
         experiment_id = track.ensure_experiment(self.client, tracking.experiment, location)
         sweep_id = new_sweep_id(OmegaConf.select(config, "sweep_name"))
         space, fixed = sweep_space(config)
-        tags = {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "sweep.space": space, "sweeper": config.hydra.sweeper._target_,
+        tags = {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "sweep.space": " ".join(space) or "(none)",
+                "sweeper": config.hydra.sweeper._target_,
                 "launcher": config.hydra.launcher._target_, "hydra.sweep_dir": str(sweep_dir),
                 "mlflow.source.git.commit": track.git_commit(), **dict(tracking.tags or {})}
         run = self.client.create_run(experiment_id, run_name=sweep_id,
                                      tags={k: str(v) for k, v in tags.items() if v is not None})
-        self.context = SweepContext(sweep_id, uri, tracking.experiment, experiment_id, run.info.run_id, fixed)
+        self.context = SweepContext(sweep_id, uri, tracking.experiment, experiment_id, run.info.run_id, fixed,
+                                    parallel_jobs(config, space))
         atexit.register(self.stopped_early)
         try:
             write_context(sweep_dir, self.context)
@@ -201,9 +221,10 @@ def job_context() -> SweepContext | None:
     return SweepContext(**fields | {"fixed_keys": tuple(fields.get("fixed_keys", ()))})
 
 
-def parallel_threads(cores: int | None = None) -> int | None:
-    """CPU threads for a job that the joblib launcher runs beside others (cores / workers), else None. Each
-    job would otherwise size its thread pools to every core, and the workers would fight over them."""
+def parallel_threads(jobs: int | None = None, cores: int | None = None) -> int | None:
+    """CPU threads for a job that the joblib launcher runs beside others (cores / jobs at once), else None.
+    Each job would otherwise size its thread pools to every core, and the workers would fight over them.
+    `jobs`: how many the sweep can run at once, if known (4 jobs on 16 cores get 4 threads each, not 1)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -212,10 +233,12 @@ def parallel_threads(cores: int | None = None) -> int | None:
     launcher = HydraConfig.get().launcher
     if "joblib" not in str(launcher.get("_target_", "")).lower():
         return None
-    return threads_per_worker(launcher.get("n_jobs"), cores or os.cpu_count() or 1)
+    return threads_per_worker(launcher.get("n_jobs"), cores or os.cpu_count() or 1, jobs)
 
 
-def threads_per_worker(n_jobs: int | None, cores: int) -> int:
+def threads_per_worker(n_jobs: int | None, cores: int, jobs: int | None = None) -> int:
     n_jobs = -1 if n_jobs is None else int(n_jobs)
     workers = cores + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 = every core, -2 = all but one
+    if jobs:
+        workers = min(workers, jobs)
     return max(1, cores // max(1, workers))
