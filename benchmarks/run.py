@@ -115,15 +115,16 @@ SWEEPS = {
 
 
 def bench_sweep(work: str, n_jobs: int = 2, names: tuple[str, ...] = tuple(SWEEPS)) -> dict:
-    """Each 4-job sweep in-process with every core, then in `n_jobs` joblib workers sharing the cores; the ratio is joblib time / serial time. The jobs' own wall and
-    training times (from their runs) split each total into training, per-job costs (data, evaluation,
-    figures, model files, logging) and per-process costs (imports, Hydra, the sweep's report)."""
+    """Each 4-job sweep in-process with every core, then in `n_jobs` joblib workers sharing the cores; the
+    ratio is joblib time / serial time. The jobs' own wall and training times (from their runs) split each
+    total into training, per-job costs (data, evaluation, figures, model files, logging) and per-process costs
+    (imports, Hydra, the sweep's report)."""
     results = {}
     for name in names:
         row = {"n_jobs": n_jobs}
         for launcher in ("serial", "joblib"):
             store = f"sqlite:///{work}/sweep_{name}_{launcher}.db"
-            # joblib jobs get trainer.threads = cores / workers by themselves, as a user's would
+            # joblib jobs set trainer.threads (cores / jobs at once) by themselves, as a user's would
             extra = ("hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}") if launcher == "joblib" else ()
             row[f"{launcher}_seconds"], _ = timed(nnlab("--multirun", *SWEEPS[name], *extra, f"tracking.uri={store}",
                                                         "tracking.experiment=bench",
