@@ -10,11 +10,12 @@
   photos    fruits_cnn (>= 99.5% in 10 min), fruits_resnet (>= 99.8% in 30 min), faces_age (MAE <= 7 in 60 min)
   transfer  hotdog_pretrain (pretrains and exports a backbone), hotdog_offline loading it, the same network
             from scratch: transfer must beat scratch
+  segment   scenes_unet (test mean IoU >= 0.90 on held-out scenes within 15 min; offline, needs no data)
   sweep     wall time of a 4-job sweep with the joblib launcher / the same sweep run serially (target <= 0.6
             on 2 cores): fashion_neurons and boston_variants as users run them, and a 3-epoch Fashion sweep;
             `sweep:NAME` runs one of them
 
-Usage: python benchmarks/run.py [cfg overhead images catalogue fashion archs photos transfer sweep] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
+Usage: python benchmarks/run.py [cfg overhead images catalogue fashion archs photos transfer segment sweep] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
 points it at ../shared/datasets). Results: bench-results/results.json and printed Markdown.
 """
 
@@ -85,7 +86,8 @@ def bench_overhead(work: str, epochs: int) -> dict:
 
 
 KEEP = ("test_accuracy", "test_mae", "test_loss", "test_rmse_original", "test_rmse_original_naive",
-        "test_rmse_original_seasonal_naive", "params", "training_seconds", "epochs_run", "stopped_by", "status")
+        "test_rmse_original_seasonal_naive", "test_mean_iou", "test_dice", "test_pixel_accuracy", "params",
+        "training_seconds", "epochs_run", "stopped_by", "status")
 
 
 def bench_experiments(work: str, names: tuple[str | tuple[str, ...], ...]) -> dict:
@@ -153,6 +155,7 @@ SUITES = {
     "catalogue": ("boston_mlp", "notmnist_cnn", "cifar10_cnn"),
     "archs": ("mnist_cnn", "fashion_alexnet", "fashion_alexnet_wide", "fashion_alexnet_deep", "airline_lstm"),
     "photos": ("fruits_cnn", "fruits_resnet", "faces_age"),
+    "segment": ("scenes_unet",),
     "transfer": ("hotdog_pretrain", "hotdog_offline",
                  ("hotdog_scratch", "dataset.image_size=[32,32]", "model.resize=[64,64]")),
 }

@@ -94,3 +94,66 @@ def make_airline(path: Path, months: int = 144) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def segmentation_pair(rng, size, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A mask with one random rectangle per foreground class, and an image coloured by class (PALETTE[k])."""
+    h, w = size
+    mask = np.zeros((h, w), np.uint8)
+    for k in range(1, classes):
+        top, left = rng.integers(0, h // 2), rng.integers(0, w // 2)
+        mask[top : top + rng.integers(2, h // 2 + 1), left : left + rng.integers(2, w // 2 + 1)] = k
+    colours = np.array(PALETTE, np.float32)[mask % len(PALETTE)]
+    pixels = np.clip(colours + rng.normal(0, 8, colours.shape), 0, 255).astype(np.uint8)
+    return pixels, mask
+
+
+def write_segmentation_pairs(folder: Path, n: int, size, classes: int, rng, binary: bool, mask_mode: str,
+                             fmt: str) -> None:
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        pixels, mask = segmentation_pair(rng, size, 2 if binary else classes)
+        Image.fromarray(pixels, "RGB").save(folder / "images" / f"{i:04d}.{fmt}")
+        mask_image = Image.fromarray(mask * 255 if binary else mask, "L")
+        if mask_mode == "P":  # palette colours unlike the indices: a loader must read indices, not colours
+            mask_image = mask_image.convert("P")
+            mask_image.putpalette([v for k in range(256) for v in PALETTE[k % len(PALETTE)]])
+        mask_image.save(folder / "masks" / f"{i:04d}.png")
+
+
+def make_segmentation_folder(root: Path, n: int = 12, size=(16, 16), classes: int = 3,
+                             split: tuple[int, int] | None = None, binary: bool = False, mask_mode: str = "L",
+                             fmt: str = "png", seed: int = 0) -> Path:
+    """root/images + root/masks (or root/train/… and root/test/… with `split` = (n_train, n_test)); masks hold
+    class indices 0..classes-1, or 0/255 with `binary`; image pixels have class k's PALETTE colour."""
+    rng = np.random.default_rng(seed)
+    if split is None:
+        write_segmentation_pairs(root, n, size, classes, rng, binary, mask_mode, fmt)
+    else:
+        for name, count in zip(("train", "test"), split):
+            write_segmentation_pairs(root / name, count, size, classes, rng, binary, mask_mode, fmt)
+    return root
+
+
+def make_oxford_pets(root: Path, n: int = 10, size=(20, 24), seed: int = 0) -> Path:
+    """images/<Breed>_<i>.jpg + annotations/trimaps/<same>.png (1 pet, 2 background, 3 border), plus the macOS
+    `._*` metadata files and the stray .mat files the real archives contain."""
+    rng = np.random.default_rng(seed)
+    images, trimaps = root / "images", root / "annotations" / "trimaps"
+    images.mkdir(parents=True)
+    trimaps.mkdir(parents=True)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        cy, cx, r = rng.integers(h // 3, 2 * h // 3), rng.integers(w // 3, 2 * w // 3), rng.integers(4, h // 3 + 1)
+        distance = np.hypot(yy - cy, xx - cx)
+        trimap = np.where(distance < r, 1, np.where(distance < r + 2, 3, 2)).astype(np.uint8)
+        pixels = np.where((trimap == 1)[..., None], np.uint8([240, 200, 40]), np.uint8([20, 40, 160]))
+        name = f"{['Abyssinian', 'beagle'][i % 2]}_{i}"
+        Image.fromarray(pixels.astype(np.uint8), "RGB").save(images / f"{name}.jpg", quality=95)
+        Image.fromarray(trimap, "L").save(trimaps / f"{name}.png")
+        (trimaps / f"._{name}.png").write_bytes(b"\x00\x05\x16\x07 macOS metadata, not a PNG")
+    (images / "._Abyssinian_0.jpg").write_bytes(b"\x00\x05\x16\x07 macOS metadata")
+    (images / "Abyssinian_101.mat").write_bytes(b"MATLAB 5.0 MAT-file")
+    return root

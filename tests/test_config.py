@@ -106,7 +106,14 @@ def input_shape(dataset) -> tuple[int, ...]:
         return fixed[dataset.name]
     if dataset.name == "airline":
         return (dataset.window, 1)
+    if dataset.name == "scenes":
+        return (*dataset.canvas_size, 3)
     return (*dataset.image_size, 3)
+
+
+# The task each preset's dataset serves, and its class count (what the loader would report).
+TASK = {"boston": ("regression", 0), "airline": ("regression", 0), "faces": ("regression", 0),
+        "scenes": ("segmentation", 11), "oxford_pets": ("segmentation", 3)}
 
 
 @pytest.mark.parametrize("name", experiment_names())
@@ -119,9 +126,8 @@ def test_every_experiment_composes_and_its_model_builds(name, monkeypatch):
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if model_cfg.get("weights") not in (None, "none"):
         model_cfg["weights"] = None  # ImageNet or a file made by another run: not needed to check the shape
-    classification = cfg.dataset.name not in ("boston", "airline", "faces")
-    model = build_model(model_cfg, input_shape(cfg.dataset), "classification" if classification else "regression",
-                        10 if classification else 0)
+    task, classes = TASK.get(cfg.dataset.name, ("classification", 10))
+    model = build_model(model_cfg, input_shape(cfg.dataset), task, classes)
     assert model.count_params() > 0
     assert cfg.tracking.experiment != "nnlab", "presets file their runs under their lab's experiment"
 

@@ -3,10 +3,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from nnlab import track
+from nnlab.config import TrackingConfig
 
 
 def tracking(store, **kw):
-    return {"uri": store, "experiment": "unit", "run_name": None, "artifact_location": None, "tags": {}, **kw}
+    return TrackingConfig(uri=store, experiment="unit", **kw)
 
 
 def only_run(store):

@@ -1,14 +1,18 @@
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 
 from nnlab import train
+from nnlab.config.optim import AdamConfig
+from nnlab.config.train import EarlyStoppingConfig, StageConfig, TrainerConfig
 from nnlab.data import Data
 from nnlab.errors import NnlabError
 from nnlab.models import build_model
+from nnlab.tasks import get_task
 
-TRAINER = {"epochs": 3, "batch_size": 16, "max_minutes": None, "early_stopping": {"patience": None},
-           "loss": None, "metrics": None, "mixed_precision": False, "jit_compile": None, "verbose": 0}
+TRAINER = TrainerConfig(epochs=3, batch_size=16, verbose=0)
 
 
 def tiny_data(n=64, classes=2, seed=0):
@@ -21,7 +25,7 @@ def tiny_data(n=64, classes=2, seed=0):
 
 def compiled(data, lr=0.01):
     model = build_model({"name": "mlp", "widths": [8]}, data.input_shape, data.task, data.num_classes)
-    train.compile_model(model, keras.optimizers.Adam(lr), data.task, TRAINER)
+    train.compile_model(model, keras.optimizers.Adam(lr), data.task, TRAINER, data.num_classes)
     return model
 
 
@@ -38,7 +42,7 @@ def test_time_budget_stops_after_the_epoch_that_would_overrun(monkeypatch):
     clock = iter(range(0, 10_000, 40))  # every perf_counter() call advances 40 s
     monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
     data = tiny_data()
-    result = train.fit(compiled(data), data, {**TRAINER, "epochs": 50, "max_minutes": 3})
+    result = train.fit(compiled(data), data, dataclasses.replace(TRAINER, epochs=50, max_minutes=3))
     assert result.stopped_by == "time_budget"
     assert 1 <= result.epochs_run < 50
 
@@ -47,7 +51,7 @@ def test_a_budget_reached_on_the_last_epoch_still_counts_as_all_epochs(monkeypat
     clock = iter(range(0, 10_000, 40))
     monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
     data = tiny_data()
-    result = train.fit(compiled(data), data, {**TRAINER, "epochs": 1, "max_minutes": 1})
+    result = train.fit(compiled(data), data, dataclasses.replace(TRAINER, epochs=1, max_minutes=1))
     assert result.epochs_run == 1 and result.stopped_by == "epochs"
 
 
@@ -56,8 +60,8 @@ def test_early_stopping_restores_the_best_weights():
     x_val, y_val = data.val
     data.val = (x_val, 1 - y_val)  # flipped labels: validation loss rises while training improves
     model = compiled(data, lr=0.05)
-    trainer = {**TRAINER, "epochs": 30, "early_stopping": {"patience": 2, "monitor": "val_loss",
-                                                            "min_delta": 0.0, "restore_best_weights": True}}
+    trainer = dataclasses.replace(TRAINER, epochs=30, early_stopping=EarlyStoppingConfig(
+        patience=2, monitor="val_loss", min_delta=0.0, restore_best_weights=True))
     result = train.fit(model, data, trainer)
     assert result.stopped_by == "early_stopping"
     assert result.epochs_run < 30
@@ -106,8 +110,8 @@ def test_regression_defaults_to_mse_with_mae_and_rmse():
     y = x.sum(axis=1).astype("float32")
     data = Data((x, y), None, (x, y), "regression")
     model = build_model({"name": "mlp", "widths": [4]}, (3,), "regression", 0)
-    train.compile_model(model, keras.optimizers.Adam(0.01), "regression", TRAINER)
-    result = train.fit(model, data, {**TRAINER, "epochs": 2})
+    train.compile_model(model, keras.optimizers.Adam(0.01), "regression", TRAINER, 0)
+    result = train.fit(model, data, dataclasses.replace(TRAINER, epochs=2))
     assert {"loss", "mae", "rmse"} <= set(result.history)
     assert result.best_epoch is not None  # monitored on training loss when there is no validation split
 
@@ -116,7 +120,7 @@ def test_two_classes_train_one_sigmoid_unit_with_binary_cross_entropy():
     data = tiny_data(classes=2)
     model = compiled(data, lr=0.05)
     assert model.loss == "binary_crossentropy"
-    result = train.fit(model, data, {**TRAINER, "epochs": 8})
+    result = train.fit(model, data, dataclasses.replace(TRAINER, epochs=8))
     assert result.history["accuracy"][-1] > 0.8  # the label is the sign of feature 0: easy to learn
     metrics, predictions = train.evaluate(model, data, batch_size=8)
     assert predictions.shape == (32, 1) and 0.0 <= predictions.min() and predictions.max() <= 1.0
@@ -135,9 +139,9 @@ def regression_data(baselines=None, target_scale=None):
 def test_regression_losses_by_name_with_options(loss, options):
     data = regression_data()
     model = build_model({"name": "mlp", "widths": [4]}, (3,), "regression", 0)
-    trainer = {**TRAINER, "loss": loss, "loss_options": options, "metrics": ["mae", "mse", "rmse"]}
-    train.compile_model(model, keras.optimizers.Adam(0.01), "regression", trainer)
-    result = train.fit(model, data, {**trainer, "epochs": 1})
+    trainer = dataclasses.replace(TRAINER, loss=loss, loss_options=options or {}, metrics=["mae", "mse", "rmse"])
+    train.compile_model(model, keras.optimizers.Adam(0.01), "regression", trainer, 0)
+    result = train.fit(model, data, dataclasses.replace(trainer, epochs=1))
     assert {"loss", "mae", "mse", "rmse"} <= set(result.history)
     if options:
         assert model.loss._fn_kwargs == {"delta": 0.5}
@@ -145,18 +149,18 @@ def test_regression_losses_by_name_with_options(loss, options):
 
 def test_unknown_loss_and_metric_names_get_the_closest_match():
     with pytest.raises(NnlabError, match="did you mean 'huber'"):
-        train.resolve_loss("hubber")
+        get_task("regression").loss("hubber", None, 0)
     with pytest.raises(NnlabError, match="loss_options .* do not fit loss 'huber'"):
-        train.resolve_loss("huber", {"width": 2})
+        get_task("regression").loss("huber", {"width": 2}, 0)
     with pytest.raises(NnlabError, match="did you mean 'rmse'"):
-        train.resolve_metric("rmsee")
+        get_task("regression").metric("rmsee", 0)
 
 
 def test_evaluate_scores_the_baselines_in_scaled_and_original_units():
     data = regression_data(target_scale=(100.0, 10.0))
     data.baselines = {"zero": np.zeros_like(data.test[1])}
     model = build_model({"name": "mlp", "widths": [4]}, (3,), "regression", 0)
-    train.compile_model(model, keras.optimizers.Adam(0.01), "regression", TRAINER)
+    train.compile_model(model, keras.optimizers.Adam(0.01), "regression", TRAINER, 0)
     metrics, predictions = train.evaluate(model, data, batch_size=8)
     y = data.test[1]
     assert metrics["test_mae_zero"] == pytest.approx(np.abs(y).mean(), rel=1e-6)
@@ -181,10 +185,10 @@ def test_stages_refreeze_recompile_and_continue_the_epoch_count():
     model = build_model({"name": "mlp", "widths": [8, 8]}, data.input_shape, data.task, data.num_classes)
     hidden = model.get_layer("hidden1_dense")
     before = keras.ops.convert_to_numpy(hidden.kernel).copy()
-    stages = [{"epochs": 2, "trainable": "none", "learning_rate": 0.01},
-              {"epochs": 3, "trainable": "all", "learning_rate": 0.001}]
+    stages = [StageConfig(epochs=2, trainable="none", learning_rate=0.01),
+              StageConfig(epochs=3, trainable="all", learning_rate=0.001)]
     counter = TrainableCounter()
-    result = train.train(model, data, {**TRAINER, "stages": stages}, {"name": "adam", "learning_rate": 0.1},
+    result = train.train(model, data, dataclasses.replace(TRAINER, stages=stages), AdamConfig(learning_rate=0.1),
                          callbacks=[counter])
     assert result.epochs_run == 5 and result.stage_starts == [3]
     assert len(result.history["loss"]) == 5
@@ -198,8 +202,8 @@ def test_time_budget_spans_all_stages(monkeypatch):
     monkeypatch.setattr(train.time, "perf_counter", lambda: float(next(clock)))
     data = tiny_data()
     model = build_model({"name": "mlp", "widths": [8]}, data.input_shape, data.task, data.num_classes)
-    stages = [{"epochs": 20, "trainable": "none"}, {"epochs": 20, "trainable": "all"}]
-    result = train.train(model, data, {**TRAINER, "stages": stages, "max_minutes": 3},
-                         {"name": "adam", "learning_rate": 0.01})
+    stages = [StageConfig(epochs=20, trainable="none"), StageConfig(epochs=20, trainable="all")]
+    result = train.train(model, data, dataclasses.replace(TRAINER, stages=stages, max_minutes=3),
+                         AdamConfig(learning_rate=0.01))
     assert result.stopped_by == "time_budget"
     assert result.epochs_run < 20 and result.stage_starts == []  # stopped in stage 1: stage 2 never ran

@@ -2,24 +2,18 @@
 
 import importlib
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from dataclasses import asdict, replace
+
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import __version__
+from nnlab.config import AugmentConfig, Config, TrackingConfig
 from nnlab.errors import ConfigError, NnlabError
-
-
-def primary_metric(task: str, metrics: dict[str, float]) -> float | None:
-    """What a sweeper (Optuna) optimises: validation accuracy (classifiers) or loss (regressors) at the best
-    epoch by the early-stopping monitor; the test value only where the run had no validation split (tune with
-    a validation split: tuning on the test set makes its score optimistic)."""
-    if task == "classification":
-        return metrics.get("best_val_accuracy", metrics.get("test_accuracy"))
-    return metrics.get("best_val_loss", metrics.get("test_loss"))
+from nnlab.tasks import Task, get_task
 
 
 def import_plugins(plugins: list[str]) -> None:
@@ -41,29 +35,34 @@ def import_plugins(plugins: list[str]) -> None:
                                  "or list a .py file path in `plugins` instead.") from err
 
 
-def run_tags(cfg: dict[str, Any], commit: str | None) -> dict[str, Any]:
+def run_tags(cfg: Config, commit: str | None) -> dict[str, Any]:
     return {
-        "dataset": cfg["dataset"]["name"],
-        "model": cfg["model"]["name"],
-        "optimizer": cfg["optimizer"]["name"],
+        "dataset": name_of(cfg.dataset),
+        "model": name_of(cfg.model),
+        "optimizer": name_of(cfg.optimizer),
         "mlflow.source.git.commit": commit,
         "nnlab.version": __version__,
         **hydra_tags(),
     }
 
 
-def join_sweep(context, tracking: dict[str, Any], tags: dict[str, Any]) -> tuple[dict, dict]:
+def name_of(node: Any) -> str:
+    """A group's builder name: typed configs carry it as an attribute, a plugin's schema-less node as a key."""
+    return node["name"] if isinstance(node, dict) else node.name
+
+
+def join_sweep(context, tracking: TrackingConfig, tags: dict[str, Any]) -> tuple[TrackingConfig, dict]:
     """A multirun job is a child of the sweep's parent run, in the sweep's store and experiment (MLflow nests
     runs within one experiment); a job whose config asks for another experiment says so in a tag."""
     import logging
 
     tags = tags | context.child_tags()
-    if tracking["experiment"] != context.experiment:
+    if tracking.experiment != context.experiment:
         logging.getLogger(__name__).warning("sweep job logs to the sweep's experiment '%s', not '%s'",
-                                            context.experiment, tracking["experiment"])
-        tags["nnlab.requested_experiment"] = tracking["experiment"]
-    name = tracking["run_name"] or context.job_name(hydra_overrides()) or None
-    return {**tracking, "uri": context.uri, "experiment": context.experiment, "run_name": name}, tags
+                                            context.experiment, tracking.experiment)
+        tags["nnlab.requested_experiment"] = tracking.experiment
+    name = tracking.run_name or context.job_name(hydra_overrides()) or None
+    return replace(tracking, uri=context.uri, experiment=context.experiment, run_name=name), tags
 
 
 def hydra_overrides() -> list[str]:
@@ -81,33 +80,39 @@ def hydra_tags() -> dict[str, Any]:
             "hydra.output_dir": HydraConfig.get().runtime.output_dir}
 
 
-def train_and_log(cfg: dict[str, Any], yaml_text: str, run) -> tuple[str, dict[str, float], str]:
-    from nnlab import train
+def train_and_log(cfg: Config, yaml_text: str, run) -> tuple[Task, dict[str, float], str]:
+    from nnlab import plots, train
     from nnlab.data import load_dataset
 
-    trainer = cfg["trainer"]
+    trainer = cfg.trainer
     run.text(yaml_text, "config.yaml")
-    run.tags(train.setup_runtime(cfg["seed"], trainer["mixed_precision"], trainer["threads"]))
-    data = load_dataset(cfg["dataset"], seed=cfg["seed"])
+    run.tags(train.setup_runtime(cfg.seed, trainer.mixed_precision, trainer.threads))
+    data = load_dataset(cfg.dataset, seed=cfg.seed)
+    task = get_task(data.task)
+    run.tags({"task": task.name})
     log_data_facts(run, data)
-    model = build(cfg["model"], data, cfg["augment"], cfg["seed"], run)
+    image_only, transform = task.augmentation(cfg.augment, cfg.seed)
+    model = build(cfg.model, data, image_only, cfg.seed, run)
     run.text(summary(model), "model_summary.txt")
-    result = train.train(model, data, trainer, cfg["optimizer"], callbacks=[run.epoch_logger()], seed=cfg["seed"])
-    metrics, predictions = train.evaluate(model, data, trainer["batch_size"])
+    result = train.train(model, data, trainer, cfg.optimizer, callbacks=[run.epoch_logger()], seed=cfg.seed,
+                         transform=transform)
+    metrics, predictions = train.evaluate(model, data, trainer.batch_size)
     metrics |= {"params": model.count_params(), "training_seconds": result.seconds, "epochs_run": result.epochs_run}
     if result.best_epoch:
         metrics["best_epoch"] = result.best_epoch
         metrics |= {f"best_{k}": v[result.best_epoch - 1] for k, v in result.history.items()}
     run.tags({"stopped_by": result.stopped_by, "stage_starts": ",".join(map(str, result.stage_starts)) or None})
-    title = f"{cfg['model']['name']} on {cfg['dataset']['name']}"
-    metrics |= log_figures_and_reports(run, data, result, predictions, title)
+    title = f"{name_of(cfg.model)} on {name_of(cfg.dataset)}"
+    fig = plots.learning_curves(result.history, result.best_epoch, title, result.stage_starts)
+    run.figure(fig, "curves.png")
+    plots.close(fig)
+    metrics |= task.log_results(run, data, predictions, title)
     run.metrics(metrics)
-    if trainer["save_model"]:
-        formats = ("keras", "h5") if trainer["save_h5"] else ("keras",)
-        run.model(model, formats, trainer["export_dir"])
-    if trainer["plot_model"]:
+    if trainer.save_model:
+        run.model(model, ("keras", "h5") if trainer.save_h5 else ("keras",), trainer.export_dir)
+    if trainer.plot_model:
         log_architecture(run, model)
-    return data.task, metrics, result.stopped_by
+    return task, metrics, result.stopped_by
 
 
 def log_architecture(run, model) -> None:
@@ -134,41 +139,23 @@ def log_data_facts(run, data) -> None:
         run.text("\n".join(data.info["problems"]) + "\n", "data_problems.txt")
 
 
-def build(model_cfg: dict[str, Any], data, augment: dict[str, Any], seed: int, run=None):
+def build(model_cfg: Any, data, augment: AugmentConfig, seed: int, run=None):
+    from nnlab.config import builder_kwargs
     from nnlab.data.augment import input_layers
     from nnlab.models import build_model, solve_param_budget
 
     layers = input_layers(data.rescale, augment, seed)
-    name = model_cfg["name"]
+    kwargs = builder_kwargs("model", model_cfg)
+    name = kwargs["name"]
     try:
-        if model_cfg.get("param_budget"):
-            model_cfg = solve_param_budget(model_cfg, data.input_shape, data.task, data.num_classes)
+        if kwargs.get("param_budget"):
+            kwargs = solve_param_budget(kwargs, data.input_shape, data.task, data.num_classes)
             if run is not None:
-                run.params({"model.solved_width": model_cfg["width"]})
-        return build_model(model_cfg, data.input_shape, data.task, data.num_classes, layers)
+                run.params({"model.solved_width": kwargs["width"]})
+        return build_model(kwargs, data.input_shape, data.task, data.num_classes, layers)
     except (ValueError, TypeError) as err:
         raise NnlabError(f"Cannot build model '{name}' from its config ({err}); fix conf/model/{name}.yaml "
                          "or the override.") from err
-
-
-def log_figures_and_reports(run, data, result, predictions, title: str) -> dict[str, float]:
-    """Curves for every job; confusion matrix and per-class report for classifiers. Returns extra metrics."""
-    from nnlab import plots
-    from nnlab.metrics import class_report
-
-    fig = plots.learning_curves(result.history, result.best_epoch, title, result.stage_starts)
-    run.figure(fig, "curves.png")
-    plots.close(fig)
-    if data.task != "classification":
-        return {}
-    report = class_report(data.test[1], predictions, data.class_names)
-    run.text(report.text, "classification_report.txt")
-    run.text(json.dumps(report.table, indent=2), "classification_report.json")
-    fig = plots.confusion_figure(report.y_true, report.y_pred, report.labels, report.class_names,
-                                 f"Confusion matrix: {title} (test set)")
-    run.figure(fig, "confusion_matrix.png")
-    plots.close(fig)
-    return report.metrics()
 
 
 def summary(model) -> str:
@@ -184,22 +171,22 @@ def run(cfg: DictConfig) -> float | None:
         raise ConfigError(f"{', '.join(missing)} must be set for this config: add e.g. {missing[0]}=... to the "
                           "command line or to your experiment YAML.")
     yaml_text = OmegaConf.to_yaml(cfg, resolve=True)
-    container: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    import_plugins(container["plugins"])
+    import_plugins(list(cfg.plugins))
+    typed: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     from nnlab import sweep, track
 
-    tracking, tags = container["tracking"], run_tags(container, track.git_commit())
+    tracking, tags = typed.tracking, run_tags(typed, track.git_commit())
     context = sweep.job_context()
-    if container["trainer"]["threads"] is None:
-        container["trainer"]["threads"] = sweep.parallel_threads(context.parallel if context else None)
+    if typed.trainer.threads is None:
+        typed.trainer.threads = sweep.parallel_threads(context.parallel if context else None)
     if context is not None:
         tracking, tags = join_sweep(context, tracking, tags)
     with track.start_run(tracking, tags) as run:
-        run.params(track.flatten(container))
-        task, metrics, stopped_by = train_and_log(container, yaml_text, run)
+        run.params(track.flatten(OmegaConf.to_container(cfg, resolve=True) | {"trainer": asdict(typed.trainer)}))
+        task, metrics, stopped_by = train_and_log(typed, yaml_text, run)
         run_id = run.run_id
-    headline = {k: round(v, 4) for k, v in metrics.items() if k in ("test_accuracy", "test_loss", "test_mae")}
-    uri = track.resolve_uri(tracking["uri"])
-    print(f"\nnnlab: run {run_id} FINISHED in experiment '{tracking['experiment']}' "
+    headline = {k: round(v, 4) for k, v in metrics.items() if k in ("test_loss", task.headline)}
+    uri = track.resolve_uri(tracking.uri)
+    print(f"\nnnlab: run {run_id} FINISHED in experiment '{tracking.experiment}' "
           f"({stopped_by}): {headline}\n  store: {uri}\n  browse: make ui  (or: mlflow ui --backend-store-uri {uri})")
-    return primary_metric(task, metrics)
+    return task.objective_value(metrics)

@@ -81,9 +81,10 @@ def list_everything() -> None:
     from nnlab.data import DATASETS
     from nnlab.models import MODELS
     from nnlab.optim import OPTIMIZERS
+    from nnlab.tasks import TASKS
 
-    print("Registered builders (the `name` key of a preset):")
-    for registry in (DATASETS, MODELS, OPTIMIZERS):
+    print("Registered builders (the `name` key of a preset; a dataset names the task it serves):")
+    for registry in (DATASETS, MODELS, OPTIMIZERS, TASKS):
         print(f"  {registry.kind:<11} {', '.join(registry.names())}")
 
 

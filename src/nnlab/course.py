@@ -11,6 +11,7 @@ import sys
 
 import keras
 
+from nnlab.config.data import AugmentConfig
 from nnlab.data import load_dataset
 from nnlab.data.augment import input_layers
 from nnlab.data.pipeline import batches
@@ -43,7 +44,7 @@ def load_test(path: str, batch_size: int = 32):
 def create_model(input_shape, learning_rate: float = 1e-3) -> keras.Model:
     """nnlab's small ResNet with a linear age output. Pixels are scaled and flipped/shifted inside the model
     (training only), so the data functions hand over raw images. Huber loss, MAE in years as the metric."""
-    augment = {"flip": "horizontal", "shift": 0.05, "zoom": 0.1}
+    augment = AugmentConfig(flip="horizontal", shift=0.05, zoom=0.1)
     model = build_model(RESNET, tuple(input_shape), "regression", 0, input_layers(1 / 255, augment, SEED))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.Huber(delta=5.0), metrics=["mae"])
     return model

@@ -5,11 +5,11 @@ Keras optimizer. Schedules are defined per epoch in the config and turned into p
 because Keras optimizers count steps.
 """
 
-from collections.abc import Mapping
-from typing import Any
+import dataclasses
 
 import keras
 
+from nnlab.config.optim import OptimizerConfig, ScheduleConfig
 from nnlab.errors import NnlabError, unknown_name
 from nnlab.registry import Registry
 
@@ -23,39 +23,35 @@ OPTIMIZERS.register("rmsprop")(keras.optimizers.RMSprop)
 SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 
 
-def learning_rate(lr: float, schedule: Mapping[str, Any], steps_per_epoch: int, epochs: int):
-    name = schedule.get("name", "constant")
-    if name in ("constant", "plateau"):
+def learning_rate(lr: float, schedule: ScheduleConfig, steps_per_epoch: int, epochs: int):
+    if schedule.name in ("constant", "plateau"):
         return lr
-    if name == "cosine":
-        warmup = int(schedule.get("warmup_epochs", 0)) * steps_per_epoch
+    if schedule.name == "cosine":
+        warmup = schedule.warmup_epochs * steps_per_epoch
         decay_steps = max(epochs * steps_per_epoch - warmup, 1)
         if warmup:
-            return keras.optimizers.schedules.CosineDecay(
-                0.0, decay_steps, alpha=schedule.get("alpha", 0.0), warmup_target=lr, warmup_steps=warmup
-            )
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=schedule.get("alpha", 0.0))
-    if name == "exponential":
-        return keras.optimizers.schedules.ExponentialDecay(
-            lr, decay_steps=steps_per_epoch, decay_rate=schedule.get("decay_rate", 0.9)
-        )
-    raise NnlabError(unknown_name("schedule", name, SCHEDULES))
+            return keras.optimizers.schedules.CosineDecay(0.0, decay_steps, alpha=schedule.alpha, warmup_target=lr,
+                                                          warmup_steps=warmup)
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=schedule.alpha)
+    if schedule.name == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(lr, decay_steps=steps_per_epoch,
+                                                           decay_rate=schedule.decay_rate)
+    raise NnlabError(unknown_name("schedule", schedule.name, SCHEDULES))
 
 
-def build_optimizer(cfg: Mapping[str, Any], steps_per_epoch: int, epochs: int):
-    """Return (optimizer, callbacks); reduce-on-plateau is a callback, not a schedule."""
-    kwargs = dict(cfg)
-    builder = OPTIMIZERS.get(kwargs.pop("name"))
-    schedule = dict(kwargs.pop("schedule", None) or {"name": "constant"})
-    kwargs["learning_rate"] = learning_rate(kwargs["learning_rate"], schedule, steps_per_epoch, epochs)
+def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int):
+    """Return (optimizer, callbacks); reduce-on-plateau is a callback, not a schedule. The config's fields other
+    than name and schedule are the Keras optimizer's arguments."""
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("name", "schedule")}
+    builder = OPTIMIZERS.get(cfg.name)  # a plugin's optimizer takes OptimizerConfig's fields (its YAML: +extras)
+    kwargs["learning_rate"] = learning_rate(cfg.learning_rate, cfg.schedule, steps_per_epoch, epochs)
     if kwargs.get("clipnorm") is None:
         kwargs.pop("clipnorm", None)
     callbacks = []
-    if schedule.get("name") == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=schedule.get("factor", 0.5), patience=schedule.get("patience", 2),
-            min_lr=schedule.get("min_lr", 1e-6), verbose=0,
-        ))
+    if cfg.schedule.name == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.schedule.factor,
+                                                           patience=cfg.schedule.patience,
+                                                           min_lr=cfg.schedule.min_lr, verbose=0))
     return builder(**kwargs), callbacks
 
 

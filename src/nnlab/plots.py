@@ -57,6 +57,43 @@ def confusion_figure(y_true, y_pred, labels: list[int], class_names: list[str], 
     return fig
 
 
+def predicted_vs_true(truth, guess, title: str = "") -> Figure:
+    """A regressor's test predictions against the truth, with the diagonal a perfect model would sit on."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(truth, guess, s=10, alpha=0.5)
+    low, high = min(truth.min(), guess.min()), max(truth.max(), guess.max())
+    ax.plot([low, high], [low, high], color="grey", ls="--", lw=1, label="perfect")
+    ax.set(xlabel="true", ylabel="predicted", title=title or "Predicted vs true (test set)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def mask_grid(images, true_masks, predicted_masks, class_names: Sequence[str], title: str = "") -> Figure:
+    """One row per image: the image, its true mask, the predicted mask, in one colour per class."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    colours = plt.get_cmap("tab20" if len(class_names) > 10 else "tab10").colors[: len(class_names)]
+    cmap = ListedColormap(colours)
+    fig, axes = plt.subplots(len(images), 3, figsize=(7.5, 2.5 * len(images)), squeeze=False)
+    for row, (image, true, pred) in zip(axes, zip(images, true_masks, predicted_masks)):
+        row[0].imshow(np.squeeze(image), cmap="gray" if image.shape[-1] == 1 else None)
+        for ax, mask in zip(row[1:], (true, pred)):
+            ax.imshow(np.squeeze(mask), cmap=cmap, vmin=-0.5, vmax=len(class_names) - 0.5, interpolation="nearest")
+        for ax, name in zip(row, ("image", "true mask", "predicted")):
+            ax.set_title(name, fontsize=9)
+            ax.axis("off")
+    fig.legend(handles=[Patch(color=c, label=n) for c, n in zip(colours, class_names)], loc="lower center",
+               ncol=min(len(class_names), 6), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    return fig
+
+
 def architecture(model, path) -> str | None:
     """Write keras.utils.plot_model's diagram to `path`; returns why not when pydot or Graphviz is missing."""
     import shutil

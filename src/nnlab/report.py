@@ -19,14 +19,12 @@ from mlflow.tracking import MlflowClient
 
 from nnlab import plots
 from nnlab.errors import NnlabError, closest
+from nnlab.tasks import TASKS, Task, get_task, higher_is_better
 from nnlab.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
 FORMATS = {"md": "table.md", "csv": "table.csv", "tex": "table.tex", "html": "table.html"}
 # Params that differ between runs without being a choice of the experimenter.
 NOT_SWEPT = ("tracking.", "hydra.", "data.", "data_root", "sweep_name")
-TRAIN_VAL = ("loss", "accuracy", "mae", "rmse")
-TEST = ("test_loss", "test_accuracy", "test_f1_macro", "test_mae", "test_rmse", "test_mae_original",
-        "test_rmse_original")
 FACTS = ("best_epoch", "epochs_run", "params", "training_seconds")
 LATEX = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{",
          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -93,13 +91,22 @@ def swept_params(runs: Sequence[Run]) -> list[str]:
             or all(k in r.data.params for r in runs)]
 
 
-def row(run: Run, swept: Sequence[str], extra: Sequence[str]) -> dict:
+def runs_tasks(runs: Sequence[Run]) -> list[Task]:
+    """The tasks of the runs (their `task` tag); runs logged before tasks were tagged count as every task."""
+    names = dict.fromkeys(r.data.tags.get("task") for r in runs)
+    if None in names or any(n not in TASKS for n in names):
+        names = dict.fromkeys(TASKS.names())
+    return [get_task(n) for n in names]
+
+
+def row(run: Run, swept: Sequence[str], extra: Sequence[str], tasks: Sequence[Task]) -> dict:
     m, p = run.data.metrics, run.data.params
     out: dict = {"run": run.info.run_name, **{k: p.get(k, "") for k in swept}}
-    for name in TRAIN_VAL:  # best-epoch values where the run had a validation monitor, else the last epoch's
+    for name in dict.fromkeys(n for t in tasks for n in t.epoch_metrics):
+        # best-epoch values where the run had a validation monitor, else the last epoch's
         out[f"train_{name}"] = m.get(f"best_{name}", m.get(name))
         out[f"val_{name}"] = m.get(f"best_val_{name}", m.get(f"val_{name}"))
-    out |= {k: m.get(k) for k in TEST + FACTS}
+    out |= {k: m.get(k) for k in [*dict.fromkeys(c for t in tasks for c in t.test_columns), *FACTS]}
     out |= {k: m.get(k, p.get(k)) for k in extra if k not in out}  # any other logged metric or param by name
     out["status"] = run.info.status
     return out
@@ -109,9 +116,10 @@ def comparison_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequenc
                      sort: str | None = None, ascending: bool | None = None) -> tuple[pd.DataFrame, str]:
     """(table, headline metric): empty columns dropped, sorted by `sort` or else the headline metric, then cut
     to `columns` (the run's name always stays first)."""
-    table = pd.DataFrame([row(r, swept, [c for c in columns if c not in swept]) for r in runs])
+    tasks = runs_tasks(runs)
+    table = pd.DataFrame([row(r, swept, [c for c in columns if c not in swept], tasks) for r in runs])
     table = table.dropna(axis=1, how="all")
-    metric = next((m for m in ("test_accuracy", "test_mae", "test_loss") if m in table), "run")
+    metric = next((m for m in [*(t.headline for t in tasks), "test_loss"] if m in table), "run")
     unknown = [c for c in columns if c not in table]
     if unknown:
         raise NnlabError(f"Unknown column(s) {', '.join(unknown)}: the runs have {', '.join(table.columns)}.")
@@ -119,7 +127,7 @@ def comparison_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequenc
     if key not in table:
         hint = closest(key, list(table.columns))
         raise NnlabError(f"Cannot sort by '{key}': no such column" + (f"; did you mean '{hint}'?" if hint else "."))
-    up = ascending if ascending is not None else not ("accuracy" in key or "f1" in key)
+    up = ascending if ascending is not None else not higher_is_better(key)
     table = table.sort_values(key, ascending=up, kind="stable").reset_index(drop=True)
     return table, metric
 
@@ -151,15 +159,15 @@ def write_tables(table: pd.DataFrame, out: Path, formats: Sequence[str], caption
 
 def write_figures(client: MlflowClient, runs: Sequence[Run], table: pd.DataFrame, swept: Sequence[str],
                   metric: str, out: Path) -> list[Path]:
-    """metric_vs_params.png, and val_curves.png: validation loss (where overfitting shows) and, for
-    classifiers, validation accuracy of every run, one line per run."""
+    """metric_vs_params.png, and val_curves.png: validation loss (where overfitting shows) and the task's
+    first metric (accuracy, MAE, mean IoU…) of every run, one line per run."""
     paths = []
     if swept and metric in table:
         paths.append(save(plots.metric_vs_params(table, list(swept), metric), out / "metric_vs_params.png"))
     names = [r.info.run_name or r.info.run_id for r in runs]
     labels = {r.info.run_id: n if names.count(n) == 1 else f"{n} ({r.info.run_id[:6]})" for r, n in zip(runs, names)}
     panels = {}
-    for key in ("val_loss", "val_accuracy"):
+    for key in dict.fromkeys(["val_loss", *(f"val_{t.epoch_metrics[1]}" for t in runs_tasks(runs))]):
         curves = {labels[r.info.run_id]: [m.value for m in sorted(client.get_metric_history(r.info.run_id, key),
                                                                    key=lambda m: m.step)] for r in runs}
         if any(curves.values()):

@@ -19,6 +19,8 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from nnlab.config import TrackingConfig
+
 log = logging.getLogger(__name__)
 
 # Sweep bookkeeping: MLflow nests runs by PARENT_TAG; ours mark the sweep and a run's role in it.
@@ -128,14 +130,14 @@ class RunLogger:
 
 
 @contextmanager
-def start_run(tracking: Mapping[str, Any], tags: Mapping[str, Any]) -> Iterator[RunLogger]:
-    uri = resolve_uri(tracking["uri"])
+def start_run(tracking: TrackingConfig, tags: Mapping[str, Any]) -> Iterator[RunLogger]:
+    uri = resolve_uri(tracking.uri)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
-    location = tracking.get("artifact_location") or default_artifact_location(uri)
-    experiment_id = ensure_experiment(client, tracking["experiment"], location)
-    all_tags = {**{k: str(v) for k, v in tags.items() if v is not None}, **dict(tracking.get("tags") or {})}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=tracking.get("run_name"), tags=all_tags) as run:
+    location = tracking.artifact_location or default_artifact_location(uri)
+    experiment_id = ensure_experiment(client, tracking.experiment, location)
+    all_tags = {**{k: str(v) for k, v in tags.items() if v is not None}, **tracking.tags}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=tracking.run_name, tags=all_tags) as run:
         logger = RunLogger(client, run.info.run_id)
         try:
             yield logger

@@ -6,19 +6,20 @@ Nothing here knows about MLflow: tracking hooks in through the `callbacks` argum
 import logging
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import keras
 import numpy as np
 
+from nnlab.config.optim import OptimizerConfig
+from nnlab.config.train import TrainerConfig
 from nnlab.data import Data
 from nnlab.data.pipeline import batches
-from nnlab.errors import NnlabError, unknown_name
-from nnlab.metrics import regression_errors
 from nnlab.models import members
 from nnlab.optim import build_optimizer, current_lr
+from nnlab.tasks import Task, get_task, higher_is_better
 
 log = logging.getLogger(__name__)
 
@@ -83,60 +84,15 @@ def setup_runtime(seed: int, mixed_precision: bool, threads: int | None = None) 
     }
 
 
-LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "mape": "mean_absolute_percentage_error",
-                "msle": "mean_squared_logarithmic_error", "logcosh": "log_cosh"}
-REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh",
-                     "mean_absolute_percentage_error", "mean_squared_logarithmic_error", "poisson")
-
-
-def default_loss(task: str, binary: bool = False) -> str:
-    if task != "classification":
-        return "mean_squared_error"
-    return "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
-
-
-def default_metrics(task: str) -> list[str]:
-    return ["accuracy"] if task == "classification" else ["mae", "rmse"]
-
-
-def resolve_loss(name: str, options: Mapping[str, Any] | None = None):
-    """A Keras loss by name (aliases: mse, mae, mape, msle, logcosh); `options` go to its class (huber's delta)."""
-    name = LOSS_ALIASES.get(name, name)
-    if not options:
-        try:
-            keras.losses.get(name)
-        except ValueError:
-            known = [*REGRESSION_LOSSES, "sparse_categorical_crossentropy", "binary_crossentropy", *LOSS_ALIASES]
-            raise NnlabError(unknown_name("trainer.loss", name, known)) from None
-        return name
-    cls = getattr(keras.losses, "".join(p.title() for p in name.split("_")), None)
-    try:
-        return cls(**options)
-    except TypeError as err:  # also: no loss class of that name
-        raise NnlabError(f"trainer.loss_options {dict(options)} do not fit loss '{name}' ({err}); remove them or "
-                         "use the loss class's argument names (huber: delta).") from None
-
-
-def resolve_metric(name: str):
-    """Keras metric names, plus rmse (Keras has no string for it)."""
-    if name in ("rmse", "root_mean_squared_error"):
-        return keras.metrics.RootMeanSquaredError(name="rmse")
-    try:
-        keras.metrics.get(name)
-    except ValueError:
-        raise NnlabError(unknown_name("trainer.metrics entry", name, ["accuracy", "auc", "precision", "recall",
-                                                                      "mae", "mse", "rmse", "mape", "msle"]))
-    return name
-
-
-def compile_model(model: keras.Model, optimizer, task: str, trainer: Mapping[str, Any]) -> None:
-    jit = trainer.get("jit_compile")
-    binary = task == "classification" and model.output_shape[-1] == 1
-    loss = resolve_loss(trainer.get("loss") or default_loss(task, binary), trainer.get("loss_options"))
+def compile_model(model: keras.Model, optimizer, task: "str | Task", trainer: TrainerConfig,
+                  num_classes: int = 0) -> None:
+    """The task's loss and metrics (or the configured ones, by the names the task accepts)."""
+    task = get_task(task)
+    jit = trainer.jit_compile
     model.compile(
         optimizer=optimizer,
-        loss=loss,
-        metrics=[resolve_metric(m) for m in trainer.get("metrics") or default_metrics(task)],
+        loss=task.loss(trainer.loss, trainer.loss_options, num_classes),
+        metrics=task.metrics(trainer.metrics, num_classes),
         jit_compile="auto" if jit is None else bool(jit),
     )
 
@@ -196,11 +152,11 @@ class FitResult:
 
     @property
     def best_epoch(self) -> int | None:
-        """1-based, by the early-stopping monitor (val_loss by default)."""
+        """1-based, by the early-stopping monitor (the task's, e.g. val_loss, unless configured)."""
         values = self.history.get(self.monitor)
         if not values:
             return None
-        pick = np.argmax if "acc" in self.monitor or "auc" in self.monitor else np.argmin
+        pick = np.argmax if higher_is_better(self.monitor) else np.argmin
         return int(pick(values)) + 1
 
     def then(self, later: "FitResult") -> "FitResult":
@@ -210,63 +166,63 @@ class FitResult:
                          later.stopped_by, later.monitor, [*self.stage_starts, self.epochs_run + 1])
 
 
-def train(model: keras.Model, data: Data, trainer: Mapping[str, Any], optimizer_cfg: Mapping[str, Any],
-          callbacks: Sequence[Any] = (), seed: int = 0) -> FitResult:
+def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg: OptimizerConfig,
+          callbacks: Sequence[Any] = (), seed: int = 0, transform=None) -> FitResult:
     """Compile and fit, stage by stage: `trainer.stages` (epochs, trainable, learning_rate each) is the
     gradual-unfreezing schedule; without it, one stage of `trainer.epochs`. Each stage gets a fresh optimizer,
-    because Keras must recompile to see changed trainable flags."""
+    because Keras must recompile to see changed trainable flags. `transform` augments training batches in the
+    pipeline (see Task.augmentation)."""
+    from nnlab.config.train import StageConfig
     from nnlab.models.transfer import apply_trainable
 
-    stages = list(trainer.get("stages") or [{"epochs": trainer["epochs"]}])
-    budget = TimeBudget(float(trainer["max_minutes"])) if trainer.get("max_minutes") else None
-    steps = -(-len(data.train[0]) // int(trainer["batch_size"]))
+    stages = trainer.stages or [StageConfig(epochs=trainer.epochs)]
+    budget = TimeBudget(trainer.max_minutes) if trainer.max_minutes else None
+    steps = -(-len(data.train[0]) // trainer.batch_size)
     result: FitResult | None = None
     for i, stage in enumerate(stages):
-        if stage.get("trainable") is not None:
-            apply_trainable(model, stage["trainable"])
-        opt_cfg = dict(optimizer_cfg)
-        if stage.get("learning_rate") is not None:
-            opt_cfg["learning_rate"] = stage["learning_rate"]
-        optimizer, extra = build_optimizer(opt_cfg, steps, int(stage["epochs"]))
-        compile_model(model, optimizer, data.task, trainer)
+        if stage.trainable is not None:
+            apply_trainable(model, stage.trainable)
+        opt_cfg = optimizer_cfg if stage.learning_rate is None else replace(optimizer_cfg,
+                                                                            learning_rate=stage.learning_rate)
+        optimizer, extra = build_optimizer(opt_cfg, steps, stage.epochs)
+        compile_model(model, optimizer, data.task, trainer, data.num_classes)
         done = result.epochs_run if result else 0
         part = fit(model, data, trainer, [*extra, *callbacks], seed=seed + i, initial_epoch=done,
-                   epochs=done + int(stage["epochs"]), budget=budget)
+                   epochs=done + stage.epochs, budget=budget, transform=transform)
         result = part if result is None else result.then(part)
         if part.stopped_by == "time_budget":
             break
     return result
 
 
-def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: Sequence[Any] = (),
+def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Sequence[Any] = (),
         seed: int = 0, *, initial_epoch: int = 0, epochs: int | None = None,
-        budget: TimeBudget | None = None) -> FitResult:
+        budget: TimeBudget | None = None, transform=None) -> FitResult:
     """One `model.fit` on a compiled model, from `initial_epoch` up to `epochs` (default trainer.epochs)."""
-    epochs = int(epochs or trainer["epochs"])
-    if budget is None and trainer.get("max_minutes"):
-        budget = TimeBudget(float(trainer["max_minutes"]))
+    epochs = epochs or trainer.epochs
+    if budget is None and trainer.max_minutes:
+        budget = TimeBudget(trainer.max_minutes)
     own: list[Any] = [budget] if budget else []
     early = None
-    es = trainer.get("early_stopping") or {}
-    monitor = es.get("monitor", "val_loss")
+    es = trainer.early_stopping
+    monitor = es.monitor or get_task(data.task).monitor
     if data.val is None:  # no validation split: watch the training quantity instead
         monitor = monitor.removeprefix("val_")
-    if es.get("patience") is not None:
-        early = keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=int(es["patience"]), min_delta=es.get("min_delta", 0.0),
-            restore_best_weights=es.get("restore_best_weights", True), verbose=1,
-        )
+    if es.patience is not None:
+        early = keras.callbacks.EarlyStopping(monitor=monitor, patience=es.patience, min_delta=es.min_delta,
+                                              restore_best_weights=es.restore_best_weights, verbose=1,
+                                              mode="max" if higher_is_better(monitor) else "min")
         own.append(early)
-    verbose = trainer.get("verbose")
+    verbose = trainer.verbose
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    batch_size = int(trainer["batch_size"])
     x, y = data.train
-    threads = trainer.get("threads")
-    train_batches = batches(x, column(model, y), batch_size, shuffle=True, seed=seed, threads=threads)
+    train_batches = batches(x, column(model, y), trainer.batch_size, shuffle=True, seed=seed,
+                            threads=trainer.threads, transform=transform)
     val_batches = None
     if data.val is not None:
-        val_batches = batches(data.val[0], column(model, data.val[1]), batch_size, shuffle=False, threads=threads)
+        val_batches = batches(data.val[0], column(model, data.val[1]), trainer.batch_size, shuffle=False,
+                              threads=trainer.threads)
     start = time.perf_counter()
     history = model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
                         callbacks=[*own, *callbacks], verbose=verbose, shuffle=False)  # batches() shuffles
@@ -278,25 +234,20 @@ def fit(model: keras.Model, data: Data, trainer: Mapping[str, Any], callbacks: S
             stopped_by = "time_budget"
         elif early is not None and early.stopped_epoch > 0:
             stopped_by = "early_stopping"
+    if monitor not in history.history:  # a monitor the metrics do not log (trainer.metrics overridden)
+        monitor = "val_loss" if data.val is not None else "loss"
     return FitResult(history.history, seconds, epochs_run, stopped_by, monitor)
 
 
 def evaluate(model: keras.Model, data: Data, batch_size: int) -> tuple[dict[str, float], np.ndarray]:
-    """Test metrics (prefixed test_) and the raw predictions, computed once each. Regression also gets the
-    error in the target's own units and the loader's baselines (e.g. seasonal naive) on the same rows."""
+    """Test metrics (prefixed test_) and the raw predictions, computed once each, plus what the task computes
+    from the predictions (per-class scores, errors in original units, baselines…)."""
     x_test, y_test = data.test
     scores = model.evaluate(batches(x_test, column(model, y_test), batch_size, shuffle=False), verbose=0,
                             return_dict=True)
     predictions = model.predict(x_test, batch_size=batch_size, verbose=0)
     metrics = {f"test_{k}": float(v) for k, v in scores.items()}
-    if data.task == "regression":
-        for name, guess in {"": predictions, **data.baselines}.items():
-            metrics |= regression_errors(guess, y_test, data.target_scale, suffix=f"_{name}" if name else "")
-        if len(members(model)) > 1:  # what the average gained over its members alone
-            alone = [regression_errors(m.predict(x_test, batch_size=batch_size, verbose=0), y_test,
-                                       data.target_scale, suffix="_members") for m in members(model)]
-            metrics |= {k: float(np.mean([a[k] for a in alone])) for k in alone[0]}
-    return metrics, predictions
+    return metrics | get_task(data.task).evaluate(model, data, predictions, batch_size), predictions
 
 
 def column(model: keras.Model, y: np.ndarray) -> np.ndarray:

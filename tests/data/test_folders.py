@@ -179,3 +179,29 @@ def test_faces_bad_table_is_one_sentence(tmp_path):
     (root / "labels.csv").unlink()
     with pytest.raises(DataNotFoundError, match="labels.csv is missing"):
         load("faces", root)
+
+
+def cached_lengths(cache) -> list[int]:
+    return sorted(len(np.load(f, mmap_mode="r")) for f in cache.glob("*.npy"))
+
+
+def test_image_folder_limit_caps_the_training_pool_but_never_the_held_out_test_set(tmp_path):
+    root = make_image_tree(tmp_path / "flat", CLASSES, 10)
+    options = {"image_size": [8, 8], "test_dir": None, "test_split": 0.3, "val_split": 0.2}
+    full = load("image_folder", root, **options)
+    small = load("image_folder", root, tmp_path / "cache", limit=6, **options)
+    assert full.sizes()["test"] == small.sizes()["test"] == 9 and np.bincount(small.test[1]).tolist() == [3, 3, 3]
+    assert np.array_equal(full.test[0], small.test[0]) and np.array_equal(full.test[1], small.test[1])
+    assert small.sizes()["train"] + small.sizes()["val"] == 6 and full.sizes()["train"] + full.sizes()["val"] == 21
+    assert cached_lengths(tmp_path / "cache") == [6, 9]  # only the kept training files and the test files decoded
+
+
+def test_faces_limit_caps_the_training_pool_but_never_the_test_set(tmp_path):
+    root = make_faces(tmp_path / "faces", n=40)
+    options = {"image_size": [12, 12], "test_split": 0.25, "val_split": 0.25}
+    full = load("faces", root, **options)
+    small = load("faces", root, tmp_path / "cache", limit=8, **options)
+    assert full.sizes()["test"] == small.sizes()["test"] == 10
+    assert np.array_equal(full.test[0], small.test[0]) and np.array_equal(full.test[1], small.test[1])
+    assert small.sizes()["train"] + small.sizes()["val"] == 8 and full.sizes()["train"] + full.sizes()["val"] == 30
+    assert cached_lengths(tmp_path / "cache") == [8, 10]

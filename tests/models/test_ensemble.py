@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from nnlab import train
+from nnlab.config.train import TrainerConfig
 from nnlab.data import Data
 from nnlab.errors import NnlabError
 from nnlab.models import build_model, members
@@ -45,7 +46,7 @@ def test_the_training_loss_is_the_mean_of_the_members_losses():
     """Not the loss of the averaged prediction, which convexity makes smaller: each member learns alone."""
     model = regressor(3)
     x, y = data().train
-    train.compile_model(model, keras.optimizers.SGD(0.0), "regression", {"loss": None, "metrics": None})
+    train.compile_model(model, keras.optimizers.SGD(0.0), "regression", TrainerConfig(), 0)
     loss = float(model.train_on_batch(x, train.column(model, y), return_dict=True)["loss"])
     own = [float(np.mean((keras.ops.convert_to_numpy(m(x))[:, 0] - y) ** 2)) for m in members(model)]
     of_mean = float(np.mean((keras.ops.convert_to_numpy(model(x))[:, 0] - y) ** 2))
@@ -56,8 +57,8 @@ def test_the_training_loss_is_the_mean_of_the_members_losses():
 def test_fit_and_evaluate_an_ensemble_log_what_averaging_gained():
     model = regressor(3)
     d = data()
-    train.compile_model(model, keras.optimizers.Adam(0.02), "regression", {"loss": None, "metrics": None})
-    result = train.fit(model, d, {"epochs": 5, "batch_size": 8, "verbose": 0})
+    train.compile_model(model, keras.optimizers.Adam(0.02), "regression", TrainerConfig(), 0)
+    result = train.fit(model, d, TrainerConfig(epochs=5, batch_size=8, verbose=0))
     assert result.history["loss"][-1] < result.history["loss"][0]
     metrics, predictions = train.evaluate(model, d, batch_size=8)
     assert predictions.shape == (48, 1)
@@ -77,7 +78,8 @@ def test_a_saved_ensemble_loads_and_predicts_the_same(tmp_path):
 def test_two_classes_ensemble_and_many_classes_refuse():
     binary = build_model({"name": "mlp", "widths": [4], "ensemble": 2}, (3,), "classification", 2)
     assert binary.output_shape == (None, 1) and len(members(binary)) == 2
-    with pytest.raises(NnlabError, match="model.ensemble=2 works for regression and two-class heads.*10 classes"):
+    with pytest.raises(NnlabError, match=r"model.ensemble=2 works for heads of one output unit \(regression, two "
+                                         r"classes\); this classification head has 10: set model.ensemble=1"):
         build_model({"name": "mlp", "widths": [4], "ensemble": 2}, (3,), "classification", 10)
     with pytest.raises(NnlabError, match="model.ensemble=0: an ensemble needs 1 or more members"):
         regressor(0)

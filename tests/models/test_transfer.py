@@ -91,13 +91,24 @@ def test_weights_that_do_not_fit_or_do_not_exist(tmp_path):
         transfer(weights=str(tmp_path / "missing.keras"))
 
 
-def test_loaded_weights_freeze_batch_norm_statistics():
-    model = transfer(weights=None)
+def moving_mean_moves(model) -> bool:
     x = np.random.default_rng(0).uniform(size=(4, 32, 32, 3)).astype("float32")
     bn = next(l for l in model.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization))
     before = keras.ops.convert_to_numpy(bn.moving_mean).copy()
-    model(x, training=True)  # from scratch: batch norm learns statistics
-    assert not np.allclose(before, keras.ops.convert_to_numpy(bn.moving_mean))
+    model(x, training=True)
+    return not np.allclose(before, keras.ops.convert_to_numpy(bn.moving_mean))
+
+
+def test_batch_norm_learns_from_scratch_and_stays_frozen_through_stages_with_loaded_weights(tmp_path):
+    scratch = transfer(weights=None)
+    assert moving_mean_moves(scratch)  # from scratch: batch norm learns statistics
+    scratch.save(tmp_path / "m.keras")
+    loaded = transfer(weights=str(tmp_path / "m.keras"))
+    apply_trainable(loaded, "all")  # a later stage unfreezes every layer, batch norm excepted
+    assert not moving_mean_moves(loaded)
+    norms = [l for l in loaded.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert norms and not any(l.trainable for l in norms)
+    assert loaded.get_layer("backbone").get_layer("Conv1").trainable
 
 
 def test_unknown_backbone_and_preprocessing_modes():

@@ -6,18 +6,22 @@ Hydra rejects a wrong type or an unknown key while composing, long before Keras 
 builder's schema are exactly that builder's keyword arguments (checked by tests/test_config.py).
 """
 
+import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nnlab.config.data import (AirlineConfig, AugmentConfig, BostonConfig, Cifar10Config, CsvTableConfig,
-                               DigitsConfig, FacesConfig, IdxConfig, ImageFolderConfig, NotMnistConfig)
+                               DigitsConfig, FacesConfig, IdxConfig, ImageFolderConfig, NotMnistConfig,
+                               OxfordPetsConfig, ScenesConfig, SegmentationFolderConfig)
 from nnlab.config.models import (AlexNetConfig, CNNConfig, LSTMConfig, MLPConfig, ResNetConfig,
-                                 TransferConfig)
+                                 TransferConfig, UNetConfig)
 from nnlab.config.optim import AdamConfig, AdamWConfig, NadamConfig, RMSpropConfig, SGDConfig
 from nnlab.config.train import TrainerConfig
 
@@ -69,10 +73,11 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "digits": DigitsConfig, "fashion_mnist": IdxConfig, "mnist": IdxConfig, "notmnist": NotMnistConfig,
         "cifar10": Cifar10Config, "image_folder": ImageFolderConfig, "fruits": ImageFolderConfig,
         "hotdog": ImageFolderConfig, "faces": FacesConfig, "boston": BostonConfig, "airline": AirlineConfig,
-        "csv_table": CsvTableConfig,
+        "csv_table": CsvTableConfig, "scenes": ScenesConfig, "segmentation_folder": SegmentationFolderConfig,
+        "oxford_pets": OxfordPetsConfig,
     },
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "alexnet": AlexNetConfig, "resnet": ResNetConfig,
-              "transfer": TransferConfig, "lstm": LSTMConfig},
+              "transfer": TransferConfig, "lstm": LSTMConfig, "unet": UNetConfig},
     "optimizer": {
         "sgd": SGDConfig,
         "adam": AdamConfig,
@@ -83,6 +88,25 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "trainer": {"default": TrainerConfig},
     "tracking": {"mlflow": TrackingConfig},
 }
+
+
+def builder_kwargs(group: str, cfg: Any) -> dict[str, Any]:
+    """A builder's keyword arguments (with `name`) from its typed config, or from a mapping completed with the
+    defaults of the schema of that name: the dataclass is the one home of every default. A plugin's builder
+    without a schema gets the mapping as it is."""
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    cfg = dict(cfg) if isinstance(cfg, Mapping) else OmegaConf.to_container(cfg, resolve=True)
+    schema = SCHEMAS[group].get(cfg.get("name"))
+    if schema is None:
+        return cfg
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        return OmegaConf.to_container(merged, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as err:
+        from nnlab.errors import ConfigError
+
+        raise ConfigError(f"{group} '{cfg.get('name')}': {str(err).splitlines()[0]}") from None
 
 
 def register_configs() -> None:

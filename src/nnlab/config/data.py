@@ -112,3 +112,39 @@ class AugmentConfig:
     contrast: float = 0.0
     brightness: float = 0.0  # images are scaled to [0, 1]
     fill_mode: str = "reflect"  # reflect | constant | nearest | wrap
+
+
+@dataclass
+class ScenesConfig(DatasetConfig):
+    """Generated canvases of items over textures, with exact masks or boxes (nnlab.data.scenes)."""
+
+    name: str = "scenes"
+    path: str | None = None  # the Fashion-MNIST IDX folder, read only when source=fashion_mnist
+    count: int = 2000  # canvases in all; test_split of them are drawn from held-out items
+    test_split: float = 0.2
+    source: str = "digits"  # digits (scikit-learn's 8x8, bundled) | fashion_mnist (the IDX files in path)
+    canvas_size: list[int] = field(default_factory=lambda: [64, 64])  # height, width
+    items: list[int] = field(default_factory=lambda: [1, 4])  # min, max items per canvas
+    item_size: list[int] = field(default_factory=lambda: [16, 28])  # min, max side in pixels (scaled up)
+    classes: list[int] | None = None  # source class indices to use; null: all 10
+    max_overlap: float = 0.0  # share of an item's box that a later item may cover; 0: items never overlap
+    noise: float = 0.03  # std of the pixel noise, in 0-1 units
+    texture: bool = True  # gradients, blotches and stripes behind the items; false: one flat colour
+    target: str = "masks"  # masks (task segmentation) | boxes (task detection)
+
+
+@dataclass
+class SegmentationFolderConfig(ImageDatasetConfig):
+    name: str = "segmentation_folder"
+    path: str | None = MISSING  # holds images/ + masks/, or train/ and test/ each holding them
+    test_split: float = 0.2  # held out when there is no test/ folder
+    classes: list[str] | None = None  # names by mask value; null: background/foreground for 0/255, else 0..K
+    image_size: list[int] = field(default_factory=lambda: [128, 128])  # height, width
+    color_mode: str = "rgb"  # rgb | grayscale (masks are never converted)
+
+
+@dataclass
+class OxfordPetsConfig(ImageDatasetConfig):
+    name: str = "oxford_pets"
+    test_split: float = 0.2
+    image_size: list[int] = field(default_factory=lambda: [160, 160])  # as in the keras-io U-Net example

@@ -107,3 +107,22 @@ class TransferConfig(ModelConfig):
     dense: list[int] = field(default_factory=list)
     dropout: float = 0.2
     l2: float = 0.0
+
+
+@dataclass
+class UNetConfig(ModelConfig):
+    name: str = "unet"
+    depth: int = 4  # down-sampling levels; image sides must be divisible by 2**depth
+    filters: int = 16  # filters of the first level, doubled per level (bottleneck: filters * 2**depth)
+    width: float = 1.0  # multiplies every filter count (what param_budget solves)
+    convs: int = 2  # 3x3 convs per encoder and decoder block
+    batch_norm: bool = True  # after every conv of the blocks
+    dropout: float = 0.0  # after the bottleneck and after each decoder block
+    upsampling: str = "transpose"  # transpose (2x2 stride-2 Conv2DTranspose) | bilinear (UpSampling2D + 3x3 conv)
+    activation: str = "relu"
+    l2: float = 0.0
+    backbone: str | None = None  # null: the plain conv encoder; else a keras.applications model, e.g. MobileNetV2
+    weights: str | None = None  # with a backbone: null | imagenet | path to a .keras/.h5/.weights.h5 file
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {alpha: 0.35} for MobileNetV2
+    preprocess: str = "auto"  # with a backbone: auto (its family's ImageNet scaling) | tf | torch | caffe | raw | none
+    freeze_batch_norm: bool | None = None  # backbone batch norm in inference mode; null: whenever weights load

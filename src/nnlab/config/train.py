@@ -7,7 +7,7 @@ from typing import Any
 @dataclass
 class EarlyStoppingConfig:
     patience: int | None = None  # None: off
-    monitor: str = "val_loss"
+    monitor: str | None = None  # None: the task's (val_loss; val_mean_iou for segmentation)
     min_delta: float = 0.0
     restore_best_weights: bool = True
 
@@ -23,14 +23,14 @@ class StageConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = 10
-    batch_size: int = 128
+    epochs: int = 20
+    batch_size: int = 64
     max_minutes: float | None = None  # stop after the epoch that would overrun this budget
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     stages: list[StageConfig] = field(default_factory=list)  # empty: one stage of `epochs`
-    loss: str | None = None  # None: by task (sparse categorical / binary cross-entropy, MSE)
+    loss: str | None = None  # None: the task's (sparse categorical / binary cross-entropy, MSE, …)
     loss_options: dict[str, Any] = field(default_factory=dict)  # e.g. huber: {delta: 2.0}
-    metrics: list[str] | None = None  # None: by task (accuracy / MAE, RMSE)
+    metrics: list[str] | None = None  # None: the task's (accuracy / MAE, RMSE / pixel accuracy, mean IoU, Dice)
     mixed_precision: bool = False  # mixed_float16 on a GPU; ignored (and logged so) on CPU
     jit_compile: bool | None = None  # None: Keras "auto" (XLA where it helps)
     threads: int | None = None  # CPU threads per job (TensorFlow, PyTorch); 1 for parallel sweep jobs

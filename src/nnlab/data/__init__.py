@@ -70,11 +70,14 @@ def holdout(x: np.ndarray, y: np.ndarray, *, test_split: float, seed: int, strat
     return split_train(x, y, val_split=test_split, limit=None, seed=seed, stratify=stratify)  # type: ignore[return-value]
 
 
-def load_dataset(cfg: Mapping[str, Any], seed: int) -> Data:
-    kwargs = dict(cfg)
+def load_dataset(cfg: Any, seed: int) -> Data:
+    """Load from the dataset's typed config, or a mapping completed with its schema's defaults."""
+    from nnlab.config import builder_kwargs
+
+    kwargs = builder_kwargs("dataset", cfg)
     loader = DATASETS.get(kwargs.pop("name"))
     return loader(seed=seed, **kwargs)
 
 
 # Import the loaders so that they register themselves.
-from nnlab.data import bundled, folders, idx, tables  # noqa: E402,F401
+from nnlab.data import bundled, folders, idx, scenes, segmentation, tables  # noqa: E402,F401

@@ -4,14 +4,17 @@ Keras runs these layers only when training (`training=True`), so evaluation and 
 images, and they work the same on every backend. Config: the top-level `augment` node (all off by default).
 """
 
+import dataclasses
+
 import keras
+
+from nnlab.config.data import AugmentConfig
 
 FLIPS = ("horizontal", "vertical", "horizontal_and_vertical")
 
 
-def augmentation_layers(*, flip: str | None = None, rotation: float = 0.0, zoom: float = 0.0, shift: float = 0.0,
-                        contrast: float = 0.0, brightness: float = 0.0, fill_mode: str = "reflect",
-                        seed: int | None = None) -> list[keras.layers.Layer]:
+def augmentation_layers(*, flip: str | None, rotation: float, zoom: float, shift: float, contrast: float,
+                        brightness: float, fill_mode: str, seed: int | None) -> list[keras.layers.Layer]:
     """Factors are Keras's: rotation in fractions of a full turn, zoom/shift in fractions of the image size."""
     from nnlab.errors import NnlabError, unknown_name
 
@@ -34,7 +37,7 @@ def augmentation_layers(*, flip: str | None = None, rotation: float = 0.0, zoom:
     return layers
 
 
-def input_layers(rescale: float | None, augment: dict, seed: int | None) -> list[keras.layers.Layer]:
+def input_layers(rescale: float | None, augment: AugmentConfig, seed: int | None) -> list[keras.layers.Layer]:
     """Rescaling of raw pixels (so the saved model takes what a camera gives), then training-only augmentation."""
     scaling = [keras.layers.Rescaling(rescale, name="rescale")] if rescale else []
-    return scaling + augmentation_layers(**augment, seed=seed)
+    return scaling + augmentation_layers(**dataclasses.asdict(augment), seed=seed)

@@ -8,8 +8,8 @@ from nnlab.data import DATASETS, Data, split_train
 
 @DATASETS.register("digits")
 def digits(
-    *, seed: int, path: str | None = None, limit: int | None = None, val_split: float = 0.1,
-    test_split: float = 0.2,
+    *, seed: int, path: str | None, limit: int | None, val_split: float,
+    test_split: float,
 ) -> Data:
     """scikit-learn's 1,797 8x8 digits, scaled to [0, 1], as 8x8x1 images; `path` is unused."""
     bunch = load_digits()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnlab.data import DATASETS, Data, holdout, split_train
+from nnlab.data import DATASETS, Data, holdout, load_dataset, split_train
 from nnlab.data.idx import FILES, find_file, read_idx
 from nnlab.data.images import cached_decode, is_image
 from nnlab.errors import DataNotFoundError, NnlabError
@@ -77,10 +77,10 @@ def decode_split(files: list[Path], labels: np.ndarray, settings: dict, problems
 @DATASETS.register("hotdog")
 @DATASETS.register("image_folder")
 def image_folder(
-    *, seed: int, path: str | None = None, train_dir: str = "train", test_dir: str | None = "test",
-    more_train_dirs: list[str] = (), classes: list[str] | None = None, image_size: list[int] = (128, 128),
-    color_mode: str = "rgb", crop_to_aspect_ratio: bool = False, limit: int | None = None, val_split: float = 0.1,
-    test_split: float = 0.2, max_bad_fraction: float = 0.01, cache_dir: str | None = None,
+    *, seed: int, path: str | None, train_dir: str, test_dir: str | None,
+    more_train_dirs: list[str], classes: list[str] | None, image_size: list[int],
+    color_mode: str, crop_to_aspect_ratio: bool, limit: int | None, val_split: float,
+    test_split: float, max_bad_fraction: float, cache_dir: str | None,
 ) -> Data:
     """Class folders under `path/train_dir` (or `path` itself) and `path/<more_train_dirs>`; the test set is
     `path/test_dir` when that exists, else a seeded stratified `test_split` of the rest."""
@@ -95,18 +95,17 @@ def image_folder(
     problems = [f"empty class folder: {c}" for c in empty]
     parts = [class_files(r, names) for r in (train_root, *extra)]
     files, labels = [f for part in parts for f in part[0]], np.concatenate([part[1] for part in parts])
-    keep = seeded_subset(labels, limit, seed)
-    x, y = decode_split([files[i] for i in keep], labels[keep], settings, problems)
-    total = len(keep)
     if test_root is not None:
         test_files, test_labels = class_files(test_root, names)
-        test = decode_split(test_files, test_labels, settings, problems)
-        total += len(test_files)
-        pool = (x, y)
-    else:
-        pool, test = holdout(x, y, test_split=test_split, seed=seed, stratify=True)
-    bad = check_bad_share(problems, total, max_bad_fraction, root)
-    train, val = split_train(*pool, val_split=val_split, limit=None, seed=seed, stratify=True)
+    else:  # hold out the test files (stratified, by index) before `limit` and decoding: limit never shrinks them
+        (pool, _), (held, _) = holdout(np.arange(len(files)), labels, test_split=test_split, seed=seed, stratify=True)
+        test_files, test_labels = [files[i] for i in held], labels[held]
+        files, labels = [files[i] for i in pool], labels[pool]
+    keep = seeded_subset(labels, limit, seed)
+    x, y = decode_split([files[i] for i in keep], labels[keep], settings, problems)
+    test = decode_split(test_files, test_labels, settings, problems)
+    bad = check_bad_share(problems, len(keep) + len(test_files), max_bad_fraction, root)
+    train, val = split_train(x, y, val_split=val_split, limit=None, seed=seed, stratify=True)
     info = {"skipped_images": bad, "empty_classes": len(empty), "problems": problems}
     return Data(train, val, test, "classification", names, rescale=1 / 255, info=info)
 
@@ -125,10 +124,10 @@ def extra_roots(root: Path, dirs: list[str], test_dir: str | None) -> list[Path]
 
 @DATASETS.register("faces")
 def faces(
-    *, seed: int, path: str | None = None, labels_file: str = "labels.csv", images_dir: str = "final_files",
-    file_column: str = "file_name", target_column: str = "real_age", image_size: list[int] = (224, 224),
-    limit: int | None = None, val_split: float = 0.1, test_split: float = 0.25, max_bad_fraction: float = 0.01,
-    cache_dir: str | None = None,
+    *, seed: int, path: str | None, labels_file: str, images_dir: str,
+    file_column: str, target_column: str, image_size: list[int],
+    limit: int | None, val_split: float, test_split: float, max_bad_fraction: float,
+    cache_dir: str | None,
 ) -> Data:
     """Regression from photos: `labels.csv` (file_name, real_age) plus the images in `final_files/`."""
     layout = f"<path>/{labels_file} (columns {file_column},{target_column}) and <path>/{images_dir}/<images>"
@@ -144,12 +143,14 @@ def faces(
                     len(problems), table, folder, problems[0].rsplit(": ", 1)[-1])
     files = [folder / n for n, ok in zip(names, exists) if ok]
     targets = targets[exists]
-    keep = seeded_subset(targets, limit, seed)
+    # The test rows are held out (by index) before `limit` and decoding, so a limit never shrinks the test set.
+    (pool, _), (held, _) = holdout(np.arange(len(files)), targets, test_split=test_split, seed=seed, stratify=False)
+    keep = pool[seeded_subset(targets[pool], limit, seed)]
     settings = {"size": tuple(image_size), "color_mode": "rgb", "crop": False, "cache_dir": cache_dir}
     x, y = decode_split([files[i] for i in keep], targets[keep], settings, problems)
-    bad = check_bad_share(problems, len(keep), max_bad_fraction, folder)
-    pool, test = holdout(x, y, test_split=test_split, seed=seed, stratify=False)
-    train, val = split_train(*pool, val_split=val_split, limit=None, seed=seed, stratify=False)
+    test = decode_split([files[i] for i in held], targets[held], settings, problems)
+    bad = check_bad_share(problems, len(keep) + len(held), max_bad_fraction, folder)
+    train, val = split_train(x, y, val_split=val_split, limit=None, seed=seed, stratify=False)
     info = {"skipped_images": bad, "missing_label_files": int((~exists).sum()), "problems": problems}
     mean_age = np.full(len(test[1]), train[1].mean(), np.float32)  # the "no model" guess MAE is judged against
     return Data(train, val, test, "regression", None, rescale=1 / 255, info=info, baselines={"train_mean": mean_age})
@@ -193,8 +194,8 @@ def read_cifar_pickles(folder: Path) -> tuple[tuple[np.ndarray, np.ndarray], tup
 
 @DATASETS.register("cifar10")
 def cifar10(
-    *, seed: int, path: str | None = None, limit: int | None = None, val_split: float = 0.1,
-    max_bad_fraction: float = 0.01, cache_dir: str | None = None,
+    *, seed: int, path: str | None, limit: int | None, val_split: float,
+    max_bad_fraction: float, cache_dir: str | None,
 ) -> Data:
     """`cifar-10-batches-py/` (data_batch_1..5, test_batch) under or at `path`, else `train/` and `test/`
     class folders of 32x32 images."""
@@ -205,8 +206,9 @@ def cifar10(
     if pickles is None:
         if not (root / "train").is_dir():
             raise DataNotFoundError(f"No CIFAR-10 data in {root}; expected {layout}.")
-        return image_folder(seed=seed, path=str(root), image_size=(32, 32), limit=limit, val_split=val_split,
-                            max_bad_fraction=max_bad_fraction, cache_dir=cache_dir)
+        return load_dataset({"name": "image_folder", "path": str(root), "image_size": [32, 32], "limit": limit,
+                             "val_split": val_split, "max_bad_fraction": max_bad_fraction, "cache_dir": cache_dir},
+                            seed=seed)
     (x, y), test = read_cifar_pickles(pickles)
     keep = seeded_subset(y, limit, seed)
     train, val = split_train(x[keep], y[keep], val_split=val_split, limit=None, seed=seed, stratify=True)
@@ -235,8 +237,8 @@ NOTMNIST_CLASSES = list("ABCDEFGHIJ")
 
 @DATASETS.register("notmnist")
 def notmnist(
-    *, seed: int, path: str | None = None, limit: int | None = None, val_split: float = 0.1,
-    test_split: float = 0.2, max_bad_fraction: float = 0.01, cache_dir: str | None = None,
+    *, seed: int, path: str | None, limit: int | None, val_split: float,
+    test_split: float, max_bad_fraction: float, cache_dir: str | None,
 ) -> Data:
     """notMNIST letters A-J: the IDX copy (t10k-* alone gets a seeded stratified `test_split`), or the
     notMNIST_small/large class folders of 28x28 PNGs (which hold a few broken files, skipped)."""
@@ -258,6 +260,6 @@ def notmnist(
     folders = next((d for d in (root, root / "notMNIST_small", root / "notMNIST_large") if (d / "A").is_dir()), None)
     if folders is None:
         raise DataNotFoundError(f"No notMNIST data in {root}; expected {layout}.")
-    return image_folder(seed=seed, path=str(folders), test_dir=None, image_size=(28, 28), color_mode="grayscale",
-                        limit=limit, val_split=val_split, test_split=test_split, max_bad_fraction=max_bad_fraction,
-                        cache_dir=cache_dir)
+    return load_dataset({"name": "image_folder", "path": str(folders), "test_dir": None, "image_size": [28, 28],
+                         "color_mode": "grayscale", "limit": limit, "val_split": val_split, "test_split": test_split,
+                         "max_bad_fraction": max_bad_fraction, "cache_dir": cache_dir}, seed=seed)

@@ -109,14 +109,14 @@ def idx_dataset(name: str, class_names: list[str], *, seed: int, path: str | Non
 
 
 @DATASETS.register("fashion_mnist")
-def fashion_mnist(*, seed: int, path: str | None = None, limit: int | None = None, val_split: float = 0.1,
-                  download: bool = True) -> Data:
+def fashion_mnist(*, seed: int, path: str | None, limit: int | None, val_split: float,
+                  download: bool) -> Data:
     return idx_dataset("fashion_mnist", FASHION_CLASSES, seed=seed, path=path, limit=limit,
                        val_split=val_split, download=download)
 
 
 @DATASETS.register("mnist")
-def mnist(*, seed: int, path: str | None = None, limit: int | None = None, val_split: float = 0.1,
-          download: bool = True) -> Data:
+def mnist(*, seed: int, path: str | None, limit: int | None, val_split: float,
+          download: bool) -> Data:
     return idx_dataset("mnist", [str(i) for i in range(10)], seed=seed, path=path, limit=limit,
                        val_split=val_split, download=download)

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 CACHE_VERSION = 1
 COLOR_MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1)}
+MASK = "mask"  # class-index PNGs: nearest-neighbour resize, never colour-converted (its own cache key)
 
 
 @dataclass
@@ -56,18 +57,37 @@ def decode_one(path: Path, size: tuple[int, int], mode: str, crop: bool) -> np.n
     return array[..., None] if array.ndim == 2 else array
 
 
+def decode_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """One mask → (height, width, 1) uint8 of class indices. Palette (P) files keep their indices, not their
+    colours; bilinear would invent in-between classes at every edge, so the resize is nearest-neighbour."""
+    height, width = size
+    with Image.open(path) as im:
+        if im.mode == "1":
+            im = im.convert("L")  # 0/255, which the loaders map to 0/1
+        if im.size != (width, height):
+            im = im.resize((width, height), Image.Resampling.NEAREST)
+        array = np.asarray(im)
+    if array.ndim == 3:  # an RGB(A) copy of a grayscale mask is fine; real colours are not class indices
+        if not (array[..., :3] == array[..., :1]).all():
+            raise ValueError(f"a {im.mode} mask with colours; save it as a palette (P) or grayscale (L) PNG")
+        array = array[..., 0]
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError(f"mask values {array.min()}..{array.max()} do not fit 0-255")
+    return array.astype(np.uint8)[..., None]
+
+
 def decode_files(files: Sequence[Path], size: tuple[int, int], color_mode: str = "rgb", crop: bool = False,
                  workers: int | None = None) -> Decoded:
-    if color_mode not in COLOR_MODES:
+    if color_mode not in COLOR_MODES and color_mode != MASK:
         raise NnlabError(f"color_mode '{color_mode}' is not one of {sorted(COLOR_MODES)}; fix dataset.color_mode.")
-    mode, channels = COLOR_MODES[color_mode]
+    mode, channels = COLOR_MODES.get(color_mode, (MASK, 1))
     images = np.empty((len(files), size[0], size[1], channels), np.uint8)
     ok = np.zeros(len(files), bool)
     bad: list[tuple[str, str]] = []
 
     def work(i: int) -> None:
         try:
-            images[i] = decode_one(files[i], size, mode, crop)
+            images[i] = decode_mask(files[i], size) if mode == MASK else decode_one(files[i], size, mode, crop)
             ok[i] = True
         except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
             bad.append((str(files[i]), f"{type(err).__name__}: {err}"))

@@ -10,8 +10,12 @@ import numpy as np
 
 
 def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
-            threads: int | None = None):
-    """`threads` bounds the input pipeline's own threads (parallel sweep jobs sharing a few cores)."""
+            threads: int | None = None, transform=None):
+    """`threads` bounds the input pipeline's own threads (parallel sweep jobs sharing a few cores).
+    `transform(x, y, rng)` changes each training batch (augmentation that must move the image and its target
+    together); it runs in the threaded PyDataset on every backend."""
+    if transform is not None:
+        return ArrayBatches(x, y, batch_size, shuffle=shuffle, seed=seed, workers=threads or 2, transform=transform)
     if keras.backend.backend() == "tensorflow":
         return tf_batches(x, y, batch_size, shuffle=shuffle, seed=seed, threads=threads)
     return ArrayBatches(x, y, batch_size, shuffle=shuffle, seed=seed, workers=threads or 2)
@@ -45,9 +49,10 @@ class ArrayBatches(keras.utils.PyDataset):
     """Batches of (x, y) sliced from arrays (memory-mapped ones too), reshuffled after every epoch."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 workers: int = 2):
+                 workers: int = 2, transform=None):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
         self.x, self.y, self.batch_size, self.shuffle = x, y, int(batch_size), shuffle
+        self.transform, self.seed, self.epoch = transform, seed, 0
         self.rng = np.random.default_rng(seed)
         self.order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
 
@@ -57,8 +62,12 @@ class ArrayBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         # Sorted indices read a memory-mapped file front to back; the order inside a batch does not matter.
         rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
-        return self.x[rows], self.y[rows]
+        if self.transform is None:
+            return self.x[rows], self.y[rows]
+        # A generator per batch: worker threads fetch batches in any order, the draws stay reproducible.
+        return self.transform(self.x[rows], self.y[rows], np.random.default_rng([self.seed, self.epoch, index]))
 
     def on_epoch_end(self) -> None:
+        self.epoch += 1
         if self.shuffle:
             self.order = self.rng.permutation(len(self.x))

@@ -56,9 +56,9 @@ def kfold_split(x: np.ndarray, y: np.ndarray, folds: int, fold: int, seed: int):
 
 @DATASETS.register("boston")
 def boston(
-    *, seed: int, path: str | None = None, limit: int | None = None, val_split: float = 0.1,
-    test_split: float = 0.2, split_seed: int = 113, folds: int | None = None, fold: int = 0,
-    standardize_features: bool = True, log_features: tuple[str, ...] = (),
+    *, seed: int, path: str | None, limit: int | None, val_split: float,
+    test_split: float, split_seed: int, folds: int | None, fold: int,
+    standardize_features: bool, log_features: tuple[str, ...],
 ) -> Data:
     """UCI `housing.data` (whitespace) or the same 14 columns as CSV; target MEDV in $1000s. The test split is
     `keras.datasets.boston_housing`'s (shuffle with seed 113, last 20%), so scores compare with the textbook's.
@@ -104,8 +104,8 @@ def read_numeric(file: Path) -> np.ndarray:
 
 @DATASETS.register("airline")
 def airline(
-    *, seed: int, path: str | None = None, column: str = "Passengers", window: int = 12, test_split: float = 0.33,
-    val_split: float = 0.0, scale: str = "minmax", difference: int = 0, limit: int | None = None,
+    *, seed: int, path: str | None, column: str, window: int, test_split: float,
+    val_split: float, scale: str, difference: int, limit: int | None,
 ) -> Data:
     """A monthly series (CSV: Month,Passengers) as windows of `window` months → the next month. The split is
     chronological (the last `test_split` of the months are the test targets) and the scaler sees the
@@ -168,9 +168,9 @@ def fit_scaler(values: np.ndarray, scale: str) -> tuple[float, float]:
 
 @DATASETS.register("csv_table")
 def csv_table(
-    *, seed: int, path: str | None = None, target: str = "target", features: list[str] | None = None,
-    task: str = "auto", sep: str | None = None, test_path: str | None = None, limit: int | None = None,
-    val_split: float = 0.1, test_split: float = 0.2, standardize_features: bool = True,
+    *, seed: int, path: str | None, target: str, features: list[str] | None,
+    task: str, sep: str | None, test_path: str | None, limit: int | None,
+    val_split: float, test_split: float, standardize_features: bool,
 ) -> Data:
     """Any CSV with a header: `target` is the column to predict, `features` the inputs (default: the rest).
     Text columns are one-hot encoded; rows with missing values are dropped and counted. `task: auto` means
@@ -187,8 +187,8 @@ def csv_table(
     if test_frame is not None:
         pool, test = (x[: len(frame)], y[: len(frame)]), (x[len(frame):], y[len(frame):])
     else:
-        pool, test = holdout(x, y, test_split=test_split, seed=seed, stratify=kind == "classification")
-    train, val = split_train(*pool, val_split=val_split, limit=limit, seed=seed, stratify=kind == "classification")
+        pool, test = holdout(x, y, test_split=test_split, seed=seed, stratify=class_names is not None)
+    train, val = split_train(*pool, val_split=val_split, limit=limit, seed=seed, stratify=class_names is not None)
     train, val, test = scale_split(train, val, test, standardize_features)
     info = {"dropped_rows": dropped + test_dropped, "features": ",".join(feature_names)}
     return Data(train, val, test, kind, class_names, info=info)
@@ -222,10 +222,24 @@ def table_arrays(frame, test_frame, target: str, features: list[str] | None, tas
     if task == "auto":
         whole = pd.api.types.is_integer_dtype(column) and column.nunique() <= 20
         task = "classification" if whole or not pd.api.types.is_numeric_dtype(column) else "regression"
-    if task == "classification":
-        codes, classes = pd.factorize(column, sort=True)
-        return inputs.to_numpy(np.float32), codes.astype(np.int64), [str(c) for c in classes], task, list(inputs.columns)
-    if task != "regression" or not pd.api.types.is_numeric_dtype(column):
-        raise NnlabError(f"dataset.task='{task}' does not fit column '{target}' of {file}; use classification, "
-                         "regression or auto.")
-    return inputs.to_numpy(np.float32), column.to_numpy(np.float32), None, task, list(inputs.columns)
+    targets = {"classification": class_targets, "regression": numeric_targets}  # the tasks a table serves
+    if task not in targets:
+        raise NnlabError(f"dataset.task='{task}' is not one a table serves; use classification, regression or auto.")
+    y, class_names = targets[task](column, target, file)
+    return inputs.to_numpy(np.float32), y, class_names, task, list(inputs.columns)
+
+
+def class_targets(column, target: str, file: Path):
+    import pandas as pd
+
+    codes, classes = pd.factorize(column, sort=True)
+    return codes.astype(np.int64), [str(c) for c in classes]
+
+
+def numeric_targets(column, target: str, file: Path):
+    import pandas as pd
+
+    if not pd.api.types.is_numeric_dtype(column):
+        raise NnlabError(f"dataset.task='regression' does not fit column '{target}' of {file}, which holds text; "
+                         "use classification or auto.")
+    return column.to_numpy(np.float32), None

@@ -11,25 +11,19 @@ from typing import Any
 
 import keras
 
+from nnlab.config import builder_kwargs
 from nnlab.errors import NnlabError
 from nnlab.registry import Registry
+from nnlab.tasks import Task, get_task
 
 MODELS = Registry("model")
 
 
-def head(x, task: str, num_classes: int):
-    """Softmax over the classes, one sigmoid unit for two classes, one linear unit for regression."""
-    # float32 output keeps the softmax and the loss stable under mixed precision.
-    if task == "classification" and num_classes > 2:
-        return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
-    if task == "classification":
-        return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="head")(x)
-    return keras.layers.Dense(1, dtype="float32", name="head")(x)
-
-
-def build_model(cfg: Mapping[str, Any], input_shape: tuple[int, ...], task: str, num_classes: int,
+def build_model(cfg: Any, input_shape: tuple[int, ...], task: "str | Task", num_classes: int,
                 augment: Sequence[keras.layers.Layer] = (), name: str | None = None) -> keras.Model:
     """Input -> training-only augmentation layers -> the registered body -> the task's head.
+
+    `cfg` is the model's typed config (or a mapping, completed from its schema's defaults).
 
     `param_budget` (solved through the builder's `width`) and `max_params` are checked here, before any
     training starts.
@@ -46,6 +40,7 @@ def build_model(cfg: Mapping[str, Any], input_shape: tuple[int, ...], task: str,
 
 def assemble(kwargs: Mapping[str, Any], input_shape, task, num_classes, augment=(), name=None) -> keras.Model:
     kwargs = dict(kwargs)
+    task = get_task(task)
     builder = kwargs.pop("name")
     count = kwargs.pop("ensemble", None)
     count = 1 if count is None else int(count)
@@ -57,23 +52,23 @@ def assemble(kwargs: Mapping[str, Any], input_shape, task, num_classes, augment=
     for layer in augment:
         x = layer(x)
     if count == 1:
-        outputs = head(body(x, **kwargs), task, num_classes)
+        outputs = task.head(body(x, **kwargs), num_classes)
     else:
         outputs = ensemble(x, count, functools.partial(body, **kwargs), task, num_classes)
     return keras.Model(inputs, outputs, name=name or builder)
 
 
-def ensemble(x, count: int, body, task: str, num_classes: int):
+def ensemble(x, count: int, body, task: Task, num_classes: int):
     """`count` copies of body + head, each its own sub-model with its own initial weights (and dropout masks),
     trained side by side on the same batches: the loss is the mean of the members' losses, the prediction the
     mean of their outputs (see MemberAverage)."""
-    if task == "classification" and num_classes > 2:
-        raise NnlabError(f"model.ensemble={count} works for regression and two-class heads (one output unit); "
-                         f"this dataset has {num_classes} classes: set model.ensemble=1.")
+    if task.head_units(num_classes) != 1:
+        raise NnlabError(f"model.ensemble={count} works for heads of one output unit (regression, two classes); "
+                         f"this {task.name} head has {task.head_units(num_classes)}: set model.ensemble=1.")
     outputs = []
     for i in range(1, count + 1):
         inputs = keras.Input(shape=x.shape[1:], name=f"member{i}_inputs")
-        member = keras.Model(inputs, head(body(inputs), task, num_classes), name=f"member{i}")
+        member = keras.Model(inputs, task.head(body(inputs), num_classes), name=f"member{i}")
         outputs.append(member(x))
     return MemberAverage(name="ensemble")(outputs)
 
@@ -102,17 +97,17 @@ def members(model: keras.Model) -> list[keras.Model]:
     return found or [model]
 
 
-def solve_param_budget(cfg: Mapping[str, Any], input_shape, task: str, num_classes: int) -> dict[str, Any]:
+def solve_param_budget(cfg: Mapping[str, Any], input_shape, task: "str | Task", num_classes: int) -> dict[str, Any]:
     """The config with `width` chosen so the model's parameter count is closest to `param_budget` (the
     "same size, different depth" lab); unchanged without a budget. Raises if the best is off by over 5%."""
-    kwargs = dict(cfg)
+    kwargs = builder_kwargs("model", cfg)
     budget = kwargs.pop("param_budget", None)
     if not budget:
         return kwargs
-    default = inspect.signature(MODELS.get(kwargs["name"])).parameters.get("width")
-    if default is None or kwargs.get("widths"):
+    param = inspect.signature(MODELS.get(kwargs["name"])).parameters.get("width")
+    if param is None or kwargs.get("widths"):
         raise NnlabError(f"model.param_budget needs a model sized by `width` (mlp with depth/width, alexnet, "
-                         f"resnet); '{kwargs['name']}' {'has explicit widths' if default else 'has none'}: "
+                         f"resnet, unet); '{kwargs['name']}' {'has explicit widths' if param else 'has none'}: "
                          "drop the budget or set depth and width instead.")
     lightweight = {k: v for k, v in kwargs.items() if k != "max_params"}
 
@@ -120,7 +115,7 @@ def solve_param_budget(cfg: Mapping[str, Any], input_shape, task: str, num_class
     def count(width):
         return assemble(lightweight | {"width": width}, input_shape, task, num_classes).count_params()
 
-    width = closest_width(count, budget, integer=isinstance(default.default, int))
+    width = closest_width(count, budget, integer=param.annotation is int)
     params = count(width)
     if abs(params - budget) > 0.05 * budget:
         raise NnlabError(f"model.param_budget={int(budget):,} cannot be met within 5% by '{kwargs['name']}' "
@@ -158,4 +153,4 @@ def dense_block(x, units: int, *, activation: str, batch_norm: bool, dropout: fl
     return x
 
 
-from nnlab.models import alexnet, conv, dense, resnet, sequence, transfer  # noqa: E402,F401  (registration)
+from nnlab.models import alexnet, conv, dense, resnet, sequence, transfer, unet  # noqa: E402,F401  (registration)

@@ -39,10 +39,10 @@ def stage(x, i: int, *, filters: int, kernel: int, depth: int, stride: int, pool
 
 
 @MODELS.register("alexnet")
-def alexnet(x, *, filters: list[int] = (32, 64, 96, 96, 64), kernels: list[int] = (5, 5, 3, 3, 3),
-            stem_stride: int = 1, pool_after: list[int] = (1, 2, 5), dense: list[int] = (512, 512),
-            width: float = 1.0, depth: int = 1, batch_norm: bool = True, dropout: float = 0.5,
-            activation: str = "relu", l2: float = 0.0):
+def alexnet(x, *, filters: list[int], kernels: list[int],
+            stem_stride: int, pool_after: list[int], dense: list[int],
+            width: float, depth: int, batch_norm: bool, dropout: float,
+            activation: str, l2: float):
     """Conv stages (`depth` convs of `filters[i] * width`, kernel `kernels[i]`), max pooling after the
     1-based stages in `pool_after`, then `dense` layers of `units * width` with `dropout`."""
     check(filters, kernels, pool_after, width, depth)

@@ -29,8 +29,8 @@ def conv_block(x, i: int, *, filters: int, kernel: int = 3, convs: int = 1, pool
 
 
 @MODELS.register("cnn")
-def cnn(x, *, blocks: list[Mapping[str, Any]], dense: list[int] = (128,), activation: str = "relu",
-        batch_norm: bool = False, dropout: float = 0.0, global_pool: bool = False, l2: float = 0.0):
+def cnn(x, *, blocks: list[Mapping[str, Any]], dense: list[int], activation: str,
+        batch_norm: bool, dropout: float, global_pool: bool, l2: float):
     """Conv-pool `blocks` (filters, kernel, convs, pool, dropout), then `dense` layers with `dropout`."""
     reg = regularizer(l2=l2)
     for i, block in enumerate(blocks, start=1):

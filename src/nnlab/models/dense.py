@@ -6,8 +6,8 @@ from nnlab.models import MODELS, dense_block, regularizer
 
 
 @MODELS.register("mlp")
-def mlp(x, *, widths: list[int] | None = None, depth: int = 2, width: int = 256, activation: str = "relu",
-        dropout: float = 0.0, batch_norm: bool = False, l1: float = 0.0, l2: float = 0.0):
+def mlp(x, *, widths: list[int] | None, depth: int, width: int, activation: str,
+        dropout: float, batch_norm: bool, l1: float, l2: float):
     """Flatten, then `widths` hidden layers (or `depth` layers of `width` units)."""
     widths = list(widths) if widths is not None else [width] * depth
     x = keras.layers.Flatten(name="flatten")(x)

@@ -50,9 +50,9 @@ def check(stages, filters, block: str, width: float) -> None:
 
 
 @MODELS.register("resnet")
-def resnet(x, *, stages: list[int] = (2, 2, 2), filters: list[int] = (32, 64, 128), block: str = "basic",
-           stem_filters: int = 32, stem_kernel: int = 3, stem_stride: int = 1, stem_pool: bool = False,
-           width: float = 1.0, dropout: float = 0.0, l2: float = 0.0):
+def resnet(x, *, stages: list[int], filters: list[int], block: str,
+           stem_filters: int, stem_kernel: int, stem_stride: int, stem_pool: bool,
+           width: float, dropout: float, l2: float):
     """Stem conv (+ optional 3x3/2 max pool), then `stages[i]` residual blocks of `filters[i] * width`
     filters, halving the resolution at the start of every stage after the first; global average pooling."""
     check(stages, filters, block, width)

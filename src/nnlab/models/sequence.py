@@ -19,8 +19,8 @@ def check(x, units, cell: str) -> None:
 
 
 @MODELS.register("lstm")
-def lstm(x, *, units: list[int] = (64,), cell: str = "lstm", bidirectional: bool = False,
-         dropout: float = 0.0, recurrent_dropout: float = 0.0, dense: list[int] = (), activation: str = "relu"):
+def lstm(x, *, units: list[int], cell: str, bidirectional: bool,
+         dropout: float, recurrent_dropout: float, dense: list[int], activation: str):
     """Stacked `cell` layers of `units` (optionally bidirectional), then `dense` layers; `dropout` applies to
     each recurrent layer's inputs and after each dense layer."""
     check(x, units, cell)

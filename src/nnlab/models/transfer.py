@@ -101,10 +101,10 @@ def copy_weights(source: keras.Model, target: keras.Model, origin: str) -> None:
 
 
 @MODELS.register("transfer")
-def transfer(x, *, backbone: str = "MobileNetV2", weights: str | None = None, trainable: Any = "all",
-             backbone_kwargs: dict[str, Any] | None = None, resize: Sequence[int] | None = None,
-             preprocess: str = "auto", freeze_batch_norm: bool | None = None, pooling: str = "avg",
-             dense: Sequence[int] = (), dropout: float = 0.2, l2: float = 0.0):
+def transfer(x, *, backbone: str, weights: str | None, trainable: Any,
+             backbone_kwargs: dict[str, Any] | None, resize: Sequence[int] | None,
+             preprocess: str, freeze_batch_norm: bool | None, pooling: str,
+             dense: Sequence[int], dropout: float, l2: float):
     """`backbone` from keras.applications without its top (inputs resized to `resize` if given), then
     pooling, `dense` layers and `dropout`.
 
@@ -118,14 +118,8 @@ def transfer(x, *, backbone: str = "MobileNetV2", weights: str | None = None, tr
     x = preprocessing(x, preprocess_mode(backbone) if preprocess == "auto" else preprocess)
     base = application(backbone, tuple(x.shape[1:]), kwargs)
     load_weights(base, backbone, weights, kwargs)
-    frozen_bn = freeze_batch_norm if freeze_batch_norm is not None else weights not in (None, "none")
-    if weights in (None, "none"):
-        # The applications ship momentum 0.999, tuned for ImageNet's long epochs; on a few thousand images
-        # the moving statistics would lag for dozens of epochs and validation would look like chance.
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = min(layer.momentum, 0.99)
-    x = base(x, training=False) if frozen_bn else base(x)
+    settle_batch_norm(base, weights, freeze_batch_norm)
+    x = base(x)
     set_trainable(base, trainable)
     if pooling not in POOLINGS:
         raise NnlabError(unknown_name("model.pooling", pooling, POOLINGS))
@@ -136,6 +130,24 @@ def transfer(x, *, backbone: str = "MobileNetV2", weights: str | None = None, tr
         x = dense_block(x, units, activation="relu", batch_norm=False, dropout=dropout, reg=regularizer(l2=l2),
                         name=f"dense{i}")
     return x
+
+
+def settle_batch_norm(base: keras.Model, weights: str | None, freeze: bool | None) -> None:
+    """Loaded weights: batch norm frozen (inference mode, statistics kept) unless `freeze` is false, so
+    fine-tuning on a small set does not wreck what the backbone learnt. Keras 3 overrides a `training=False`
+    given at graph-building time with the outer model's flag, but runs a non-trainable BatchNormalization in
+    inference mode, so freezing is `trainable = False`, kept by set_trainable through every stage.
+    Fresh weights: the applications' momentum 0.999 suits ImageNet's long epochs; on a few thousand images the
+    moving statistics would lag for dozens of epochs and validation would look like chance."""
+    loaded = weights not in (None, "none")
+    norms = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in norms:
+        if not loaded:
+            layer.momentum = min(layer.momentum, 0.99)
+    base.frozen_batch_norm = freeze if freeze is not None else loaded
+    if base.frozen_batch_norm:
+        for layer in norms:
+            layer.trainable = False
 
 
 POOLINGS = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D,
@@ -161,8 +173,9 @@ def set_trainable(target: keras.Model, spec: Any) -> None:
         raise NnlabError(f"trainable is {spec!r}; use all, none, a positive number of top layers, or a list of "
                          "layer-name prefixes.")
     target.trainable = True  # a frozen parent would hide the layers it contains
+    frozen_norms = getattr(target, "frozen_batch_norm", False)
     for i, layer in enumerate(layers):
-        layer.trainable = i in chosen
+        layer.trainable = i in chosen and not (frozen_norms and isinstance(layer, keras.layers.BatchNormalization))
 
 
 def apply_trainable(model: keras.Model, spec: Any) -> None:

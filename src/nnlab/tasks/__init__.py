@@ -1,0 +1,121 @@
+"""Kinds of job: each task is one module that owns its head, losses, metrics, test evaluation and figures.
+
+A dataset names the task it serves (`Data.task`); the model builder, the trainer, the app, the sweeper and
+`nnlab report` ask the task and never branch on its name. Adding a kind of job is one new module here.
+
+Keras is imported inside the methods that need it: `nnlab report` and the sweep callback read the class
+attributes (headline metric, objective) without loading Keras.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from nnlab.errors import NnlabError, unknown_name
+from nnlab.registry import Registry
+
+TASKS = Registry("task")
+LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "mape": "mean_absolute_percentage_error",
+                "msle": "mean_squared_logarithmic_error", "logcosh": "log_cosh"}
+# Metric names where a larger value is better (for best epochs and sort order); the rest are errors.
+HIGHER_IS_BETTER = ("acc", "auc", "iou", "dice", "precision", "recall", "f1")
+
+
+def higher_is_better(metric: str) -> bool:
+    return any(word in metric for word in HIGHER_IS_BETTER)
+
+
+class Task:
+    """The contract every kind of job fulfils. Class attributes are what the report and the sweeper read."""
+
+    name: ClassVar[str]
+    categorical: ClassVar[bool] = False  # targets are class indices (stratified splits, per-class metrics)
+    monitor: ClassVar[str] = "val_loss"  # default of early stopping and of the `best_*` epoch
+    headline: ClassVar[str]  # the test metric a report sorts by
+    objective: ClassVar[tuple[str, ...]]  # what a sweeper optimises: the first of these the run logged
+    epoch_metrics: ClassVar[tuple[str, ...]]  # per-epoch quantities a report shows at the best epoch
+    test_columns: ClassVar[tuple[str, ...]] = ()  # test metrics a report shows
+    losses: ClassVar[tuple[str, ...]]  # loss names the task accepts (Keras names, aliases, its own)
+
+    def head(self, x, num_classes: int):
+        raise NotImplementedError
+
+    def head_units(self, num_classes: int) -> int:
+        """Output units of the head (ensembles average one-unit heads only)."""
+        raise NotImplementedError
+
+    def default_loss(self, num_classes: int) -> str:
+        raise NotImplementedError
+
+    def default_metrics(self, num_classes: int) -> list[str]:
+        raise NotImplementedError
+
+    def loss(self, name: str | None, options: Mapping[str, Any] | None, num_classes: int):
+        """The configured loss (an accepted name, with its class's options), or the task's default."""
+        name = LOSS_ALIASES.get(name, name) if name else self.default_loss(num_classes)
+        if name not in self.losses and name not in LOSS_ALIASES.values():
+            raise NnlabError(unknown_name(f"trainer.loss for {self.name}", name, [*self.losses, *LOSS_ALIASES]))
+        return keras_loss(name, options)
+
+    def metric(self, name: str, num_classes: int):
+        """A metric by name: Keras's names, plus rmse (Keras has no string for it)."""
+        import keras
+
+        if name in ("rmse", "root_mean_squared_error"):
+            return keras.metrics.RootMeanSquaredError(name="rmse")
+        try:
+            keras.metrics.get(name)
+        except ValueError:
+            raise NnlabError(unknown_name("trainer.metrics entry", name, ["accuracy", "auc", "precision", "recall",
+                                                                          "mae", "mse", "rmse", "mape", "msle"]))
+        return name
+
+    def metrics(self, names: Sequence[str] | None, num_classes: int) -> list:
+        return [self.metric(n, num_classes) for n in (names or self.default_metrics(num_classes))]
+
+    def augmentation(self, augment, seed: int):
+        """(augment config for the model's image-only input layers, a transform(x, y, rng) of training batches in
+        the pipeline or None): where image and target must change together, the task moves it to the pipeline."""
+        return augment, None
+
+    def evaluate(self, model, data, predictions: np.ndarray, batch_size: int) -> dict[str, float]:
+        """Task-specific test metrics from the predictions, beside the compiled metrics' test_* scores."""
+        return {}
+
+    def log_results(self, sink, data, predictions: np.ndarray, title: str) -> dict[str, float]:
+        """Figures and tables for the lab report (sink: anything with .text(text, path) and .figure(fig, path));
+        returns extra metrics."""
+        return {}
+
+    def objective_value(self, metrics: Mapping[str, float]) -> float | None:
+        """The value a sweeper optimises: the validation metric at the best epoch; the test value only where the
+        run had no validation split (tuning on the test set makes its score optimistic)."""
+        return next((metrics[k] for k in self.objective if k in metrics), None)
+
+
+def keras_loss(name: str, options: Mapping[str, Any] | None):
+    """A Keras loss by name; `options` go to its class (huber's delta)."""
+    import keras
+
+    if not options:
+        keras.losses.get(name)
+        return name
+    cls = getattr(keras.losses, "".join(p.title() for p in name.split("_")), None)
+    try:
+        return cls(**options)
+    except TypeError as err:  # also: no loss class of that name
+        raise NnlabError(f"trainer.loss_options {dict(options)} do not fit loss '{name}' ({err}); remove them or "
+                         "use the loss class's argument names (huber: delta).") from None
+
+
+def get_task(task: "str | Task") -> Task:
+    return task if isinstance(task, Task) else TASKS.get(task)()
+
+
+def log_json(sink, table: Any, path: str) -> None:
+    sink.text(json.dumps(table, indent=2), path)
+
+
+from nnlab.tasks import classification, regression, segmentation  # noqa: E402,F401  (registration)

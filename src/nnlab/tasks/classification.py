@@ -1,0 +1,47 @@
+"""Classification: softmax over the classes (one sigmoid unit for two), cross-entropy, accuracy; the test set
+gets a confusion matrix and a per-class precision / recall / F1 report (scikit-learn)."""
+
+from nnlab.tasks import TASKS, Task, log_json
+
+
+@TASKS.register("classification")
+class Classification(Task):
+    name = "classification"
+    categorical = True
+    headline = "test_accuracy"
+    objective = ("best_val_accuracy", "test_accuracy")
+    epoch_metrics = ("loss", "accuracy")
+    test_columns = ("test_loss", "test_accuracy", "test_f1_macro")
+    losses = ("sparse_categorical_crossentropy", "binary_crossentropy", "categorical_focal_crossentropy",
+              "binary_focal_crossentropy", "categorical_hinge")
+
+    def head(self, x, num_classes: int):
+        import keras
+
+        # float32 output keeps the softmax and the loss stable under mixed precision.
+        if num_classes > 2:
+            return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="head")(x)
+        return keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="head")(x)
+
+    def head_units(self, num_classes: int) -> int:
+        return num_classes if num_classes > 2 else 1
+
+    def default_loss(self, num_classes: int) -> str:
+        return "sparse_categorical_crossentropy" if num_classes > 2 else "binary_crossentropy"
+
+    def default_metrics(self, num_classes: int) -> list[str]:
+        return ["accuracy"]
+
+    def log_results(self, sink, data, predictions, title: str) -> dict[str, float]:
+        from nnlab import plots
+        from nnlab.metrics import class_report
+
+        report = class_report(data.test[1], predictions, data.class_names)
+        sink.text(report.text, "classification_report.txt")
+        log_json(sink, report.table, "classification_report.json")
+        fig = plots.confusion_figure(report.y_true, report.y_pred, report.labels, report.class_names,
+                                     f"Confusion matrix: {title} (test set)")
+        sink.figure(fig, "confusion_matrix.png")
+        plots.close(fig)
+        return report.metrics()
+

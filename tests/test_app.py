@@ -1,0 +1,69 @@
+"""The composed job in-process (compose -> build -> fit -> log), as lightning-hydra-template tests train(cfg):
+one test per task, each reading back what MLflow stored."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from mlflow.tracking import MlflowClient
+
+from data_fixtures import make_boston
+from nnlab import app
+
+
+def composed(*overrides: str):
+    with initialize_config_module(config_module="nnlab.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def job(store: str, *overrides: str):
+    """Run the job in this process; return (the sweeper's objective, the run, its artifact paths)."""
+    objective = app.run(composed(f"tracking.uri={store}", "tracking.experiment=inproc", "trainer.verbose=0",
+                                 "trainer.plot_model=false", *overrides))
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("inproc").experiment_id])
+    paths = {a.path for a in client.list_artifacts(run.info.run_id)}
+    paths |= {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    return objective, run, paths
+
+
+def test_a_classification_job_logs_its_tasks_figures_and_returns_the_validation_accuracy(store):
+    objective, run, paths = job(store, "trainer.epochs=2", "model.width=32")
+    m = run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.tags["task"] == "classification"
+    assert objective == pytest.approx(m["best_val_accuracy"])
+    assert {"curves.png", "confusion_matrix.png", "classification_report.json", "config.yaml",
+            "model/model.keras"} <= paths
+    assert "test_f1_macro" in m and m["epochs_run"] == 2
+    assert run.data.params["trainer.epochs"] == "2" and run.data.params["trainer.batch_size"] == "64"
+
+
+def test_a_regression_job_scores_original_units_and_returns_the_validation_loss(store, tmp_path: Path):
+    make_boston(tmp_path / "boston" / "housing.data", rows=120)
+    objective, run, paths = job(store, "dataset=boston", f"dataset.path={tmp_path / 'boston'}", "trainer.epochs=3",
+                                "model.widths=[8]")
+    m = run.data.metrics
+    assert run.data.tags["task"] == "regression"
+    assert objective == pytest.approx(m["best_val_loss"])
+    assert {"test_mae", "test_rmse", "test_mae_train_mean"} <= set(m)
+    assert "predictions.png" in paths and "confusion_matrix.png" not in paths
+
+
+def test_early_stopping_watches_the_tasks_monitor_by_default(store):
+    objective, run, _ = job(store, "trainer.epochs=3", "trainer.early_stopping.patience=1", "model.width=16")
+    assert run.data.params["trainer.early_stopping.monitor"] == "None"  # None: the task's (val_loss here)
+    assert run.data.metrics["best_val_loss"] == pytest.approx(min(
+        h.value for h in MlflowClient(store).get_metric_history(run.info.run_id, "val_loss")))
+
+
+def test_a_segmentation_job_logs_iou_masks_and_returns_the_validation_mean_iou(store):
+    objective, run, paths = job(store, "dataset=scenes", "dataset.count=60", "dataset.canvas_size=[16,16]",
+                                "dataset.item_size=[6,8]", "dataset.items=[1,2]", "model=unet", "model.depth=2",
+                                "model.filters=4", "trainer.epochs=2", "trainer.batch_size=8", "trainer.loss=ce_dice",
+                                "augment.flip=horizontal", "augment.shift=0.1")
+    m = run.data.metrics
+    assert run.data.tags["task"] == "segmentation"
+    assert objective == pytest.approx(m["best_val_mean_iou"])
+    assert {"test_mean_iou", "test_dice", "test_pixel_accuracy", "test_iou_background"} <= set(m)
+    assert {"masks.png", "iou_per_class.md", "iou_per_class.json", "curves.png"} <= paths
+    assert "confusion_matrix.png" not in paths and m["best_epoch"] in (1, 2)
