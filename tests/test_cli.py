@@ -49,3 +49,56 @@ def test_a_mandatory_key_left_unset_is_a_config_error_before_any_run(cli, tmp_pa
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("nnlab: error:")]
     assert f"{key} must be set" in error
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(("error", "shown"), [(KeyboardInterrupt(), "Ctrl-C"),
+                                              (KeyboardInterrupt("stopped by SIGTERM"), "stopped by SIGTERM")])
+def test_an_interrupt_says_what_stopped_the_job(capsys, error, shown):
+    from nnlab.cli import EXIT_INTERRUPTED, guarded
+
+    def job():
+        raise error
+
+    with pytest.raises(SystemExit) as stop:
+        guarded(job)
+    assert stop.value.code == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == f"nnlab: interrupted ({shown}); a started run is marked KILLED.\n"
+
+
+def test_a_failed_job_reraises_without_hydras_extra_stderr_line(capsys):
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from nnlab.cli import quiet_failed_jobs
+
+    quiet_failed_jobs()
+    quiet_failed_jobs()  # idempotent: main() may run more than once in a process
+    failed = JobReturn(overrides=["trainer.epochs=1"], status=JobStatus.FAILED)
+    failed.return_value = ValueError("boom")
+    failed.status = JobStatus.FAILED
+    with pytest.raises(ValueError, match="boom"):
+        failed.return_value
+    assert capsys.readouterr().err == ""
+    done = JobReturn(status=JobStatus.COMPLETED)
+    done.return_value = 0.5
+    assert done.return_value == 0.5
+
+
+@pytest.mark.slow
+def test_help_lists_the_groups_to_choose_but_not_the_internal_schemas(cli, tmp_path):
+    result = cli("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    for group in ("dataset:", "model:", "optimizer:", "trainer:", "tracking:", "experiment:", "sweep:"):
+        assert f"\n{group} " in groups
+    assert "schema" not in groups
+    assert "mlp, resnet" in groups and "fashion_cnn_adam" in groups
+
+
+@pytest.mark.slow
+def test_a_plugin_with_a_syntax_error_is_one_line_naming_file_and_line(cli, tmp_path):
+    (tmp_path / "my_models.py").write_text("import os\n\ndef broken(:\n    pass\n")
+    result = cli("plugins=[my_models.py]", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert f"has a syntax error (invalid syntax) in {tmp_path / 'my_models.py'}, line 3" in lines[0]

@@ -2,7 +2,7 @@
 
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from nnlab import report
@@ -123,3 +123,19 @@ def test_a_swept_group_shows_its_name_not_every_preset_specific_key(store):
                                     **extra}, {"test_accuracy": 0.8})
     result = report.build(client, experiment="optimizers")
     assert result.swept == ["optimizer.name", "optimizer.learning_rate"]
+
+
+def test_segmentation_runs_are_sorted_by_mean_iou_with_their_tasks_columns(store, tmp_path):
+    """The headline comes from the runs' task: mean IoU, highest first, even where test loss disagrees."""
+    client = MlflowClient(store)
+    exp = client.create_experiment("unet_loss")
+    for loss, iou, test_loss in (("dice", 0.80, 0.10), ("ce_dice", 0.91, 0.30), ("sparse_categorical_crossentropy",
+                                                                                 0.85, 0.05)):
+        log_run(client, exp, loss, {"trainer.loss": loss},
+                {"test_mean_iou": iou, "test_loss": test_loss, "test_dice": iou + 0.03, "best_val_mean_iou": iou,
+                 "best_mean_iou": iou + 0.02, "test_accuracy": 0.5}, tags={"task": "segmentation"})
+    result = report.build(client, experiment="unet_loss", out=tmp_path / "rep")
+    assert result.metric == "test_mean_iou"
+    assert list(result.table["trainer.loss"]) == ["ce_dice", "sparse_categorical_crossentropy", "dice"]
+    assert {"val_mean_iou", "train_mean_iou", "test_dice"} <= set(result.table)
+    assert "test_accuracy" not in result.table  # not a segmentation column (a logged stray stays out)

@@ -69,3 +69,60 @@ def test_epoch_logger_logs_each_epoch_with_the_learning_rate(store):
     steps = [m.step for m in client.get_metric_history(result.info.run_id, "loss")]
     assert steps == [1, 2, 3]
     assert result.data.metrics["lr"] == pytest.approx(0.01)
+
+
+def test_a_run_records_its_host_process_and_a_first_heartbeat(store):
+    import os
+    import socket
+    import time
+
+    before = int(time.time())
+    with track.start_run(tracking(store), {}):
+        pass
+    _, result = only_run(store)
+    tags = result.data.tags
+    assert tags[track.HOST_TAG] == socket.gethostname() and tags[track.PID_TAG] == str(os.getpid())
+    assert before <= int(tags[track.HEARTBEAT_TAG]) <= time.time()
+    assert abs(float(tags[track.PID_STARTED_TAG]) - track.process_start_time(os.getpid())) <= 1
+
+
+def test_the_heartbeat_rides_with_the_metrics_at_most_once_a_minute(store):
+    with track.start_run(tracking(store), {}) as run:
+        run.client.set_tag(run.run_id, track.HEARTBEAT_TAG, "0")
+        run.metrics({"loss": 1.0}, step=1)  # within the minute: no refresh
+        assert run.client.get_run(run.run_id).data.tags[track.HEARTBEAT_TAG] == "0"
+        run.last_beat -= track.HEARTBEAT_EVERY_S + 1
+        run.metrics({"loss": 0.5}, step=2)
+        refreshed = run.client.get_run(run.run_id).data.tags[track.HEARTBEAT_TAG]
+        run.client.set_tag(run.run_id, track.HEARTBEAT_TAG, "1")
+        run.metrics({"loss": 0.25}, step=3)
+        assert run.client.get_run(run.run_id).data.tags[track.HEARTBEAT_TAG] == "1"
+    import time
+
+    assert abs(int(refreshed) - time.time()) < 60
+
+
+def test_the_model_export_is_flushed_to_disk_before_its_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = track.os.fsync, track.os.replace
+    monkeypatch.setattr(track.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(track.os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b))[1])
+    source = tmp_path / "model.keras"
+    source.write_bytes(b"weights" * 1000)
+    track.export(source, tmp_path / "export")
+    target = tmp_path / "export" / "model.keras"
+    assert target.read_bytes() == source.read_bytes()
+    assert events[:2] == ["fsync", ("replace", str(target))]
+    assert [p.name for p in (tmp_path / "export").iterdir()] == ["model.keras"]  # no .partial left
+
+
+def test_a_failed_model_export_leaves_neither_a_partial_nor_a_target(tmp_path, monkeypatch):
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(track.os, "fsync", full_disk)
+    source = tmp_path / "model.keras"
+    source.write_bytes(b"weights")
+    with pytest.raises(OSError, match="No space"):
+        track.export(source, tmp_path / "export")
+    assert list((tmp_path / "export").iterdir()) == []

@@ -2,37 +2,65 @@
 
 import importlib
 import importlib.util
+import shutil
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
-
-from dataclasses import asdict, replace
 
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import __version__
 from nnlab.config import AugmentConfig, Config, TrackingConfig
+from nnlab.config.train import TrainerConfig
 from nnlab.errors import ConfigError, NnlabError
 from nnlab.tasks import Task, get_task
 
 
+CHECKPOINT_TAG = "nnlab.checkpoint"
+
+
 def import_plugins(plugins: list[str]) -> None:
-    """Import user modules (dotted names, or .py paths relative to the working directory) so they register."""
+    """Import user modules (dotted names, or .py paths relative to the working directory) so they register.
+    A plugin that fails to import is named with the file and line where it failed."""
+    import traceback
+
     for plugin in plugins:
-        if plugin.endswith(".py"):
-            path = Path(plugin).expanduser().resolve()
-            if not path.is_file():
-                raise NnlabError(f"Plugin file {path} does not exist; fix the `plugins` list in your config.")
-            spec = importlib.util.spec_from_file_location(f"nnlab_plugin_{path.stem}", path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        else:
-            try:
-                importlib.import_module(plugin)
-            except ModuleNotFoundError as err:
-                raise NnlabError(f"Plugin module '{plugin}' cannot be imported ({err}); install it, "
-                                 "or list a .py file path in `plugins` instead.") from err
+        try:
+            if plugin.endswith(".py"):
+                path = Path(plugin).expanduser().resolve()
+                if not path.is_file():
+                    raise NnlabError(f"Plugin file {path} does not exist; fix the `plugins` list in your config.")
+                spec = importlib.util.spec_from_file_location(f"nnlab_plugin_{path.stem}", path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    sys.modules.pop(spec.name, None)  # no half-imported module left behind
+                    raise
+            else:
+                try:
+                    importlib.import_module(plugin)
+                except ModuleNotFoundError as err:
+                    if err.name and plugin != err.name and not plugin.startswith(f"{err.name}."):
+                        raise  # the plugin exists; something it imports does not (reported below)
+                    raise NnlabError(f"Plugin module '{plugin}' cannot be imported ({err}); install it, "
+                                     "or list a .py file path in `plugins` instead.") from err
+        except NnlabError:
+            raise
+        except SyntaxError as err:  # its message alone ("invalid syntax") does not say where
+            code = f": {err.text.strip()}" if err.text and err.text.strip() else ""
+            raise NnlabError(f"Plugin '{plugin}' has a syntax error ({err.msg}) in {err.filename}, line "
+                             f"{err.lineno}{code}; fix the file or remove it from `plugins`.") from err
+        except Exception as err:
+            frames = traceback.extract_tb(err.__traceback__)
+            mine = Path(plugin).expanduser().resolve() if plugin.endswith(".py") else None
+            frame = ([f for f in frames if Path(f.filename) == mine] or frames)[-1]  # its own line, else the last
+            what = (str(err).strip().splitlines() or [""])[0]
+            raise NnlabError(f"Plugin '{plugin}' failed while importing: {type(err).__name__}: {what} (in "
+                             f"{frame.filename}, line {frame.lineno}); fix the plugin or remove it from "
+                             "`plugins`.") from err
 
 
 def run_tags(cfg: Config, commit: str | None) -> dict[str, Any]:
@@ -80,11 +108,15 @@ def hydra_tags() -> dict[str, Any]:
             "hydra.output_dir": HydraConfig.get().runtime.output_dir}
 
 
-def train_and_log(cfg: Config, yaml_text: str, run) -> tuple[Task, dict[str, float], str]:
+def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None = None
+                  ) -> tuple[Task, dict[str, float], str]:
+    """Load, build, train (from a checkpoint's `resume` state if given), evaluate and log into `run`."""
     from nnlab import plots, train
     from nnlab.data import load_dataset
 
     trainer = cfg.trainer
+    folder = resume["folder"] if resume else checkpoint_folder(trainer, run.run_id)
+    run.tags({CHECKPOINT_TAG: folder})
     run.text(yaml_text, "config.yaml")
     run.tags(train.setup_runtime(cfg.seed, trainer.mixed_precision, trainer.threads))
     data = load_dataset(cfg.dataset, seed=cfg.seed)
@@ -95,7 +127,7 @@ def train_and_log(cfg: Config, yaml_text: str, run) -> tuple[Task, dict[str, flo
     model = build(cfg.model, data, image_only, cfg.seed, run)
     run.text(summary(model), "model_summary.txt")
     result = train.train(model, data, trainer, cfg.optimizer, callbacks=[run.epoch_logger()], seed=cfg.seed,
-                         transform=transform)
+                         transform=transform, checkpoint_dir=folder, resume=resume)
     metrics, predictions = train.evaluate(model, data, trainer.batch_size)
     metrics |= {"params": model.count_params(), "training_seconds": result.seconds, "epochs_run": result.epochs_run}
     if result.best_epoch:
@@ -112,7 +144,23 @@ def train_and_log(cfg: Config, yaml_text: str, run) -> tuple[Task, dict[str, flo
         run.model(model, ("keras", "h5") if trainer.save_h5 else ("keras",), trainer.export_dir)
     if trainer.plot_model:
         log_architecture(run, model)
+    if folder and not trainer.keep_checkpoint:  # the run is complete: nothing left to resume
+        shutil.rmtree(folder, ignore_errors=True)
     return task, metrics, result.stopped_by
+
+
+def checkpoint_folder(trainer: TrainerConfig, run_id: str) -> str | None:
+    """Where this job's checkpoint lives: trainer.checkpoint_dir, else the job's Hydra output folder, else
+    ./checkpoints/<run id> (a job run from Python)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not trainer.checkpoint:
+        return None
+    if trainer.checkpoint_dir:
+        return str(Path(trainer.checkpoint_dir).expanduser().resolve())
+    if HydraConfig.initialized():
+        return str(Path(HydraConfig.get().runtime.output_dir) / "checkpoint")
+    return str(Path("checkpoints", run_id).resolve())
 
 
 def log_architecture(run, model) -> None:
@@ -175,6 +223,7 @@ def run(cfg: DictConfig) -> float | None:
     typed: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     from nnlab import sweep, track
 
+    track.install_signal_handlers()  # SIGTERM ends this job's run KILLED, in joblib/submitit workers too
     tracking, tags = typed.tracking, run_tags(typed, track.git_commit())
     context = sweep.job_context()
     if typed.trainer.threads is None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nnlab import config as _config  # noqa: F401  (registers the schemas before Hydra composes)
 from nnlab.errors import ConfigError, NnlabError, closest, unknown_name
@@ -67,6 +67,54 @@ def unknown_key(err) -> str:
     return f"Unknown key '{key}' in {where}: valid keys are {', '.join(valid)}{guess}"
 
 
+def help_groups() -> str:
+    """The config groups and their options for `nnlab --help` (conf/config.yaml's hydra.help.template), without
+    Hydra's own groups and the internal schema/* groups nnlab registers for validation."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.object_type import ObjectType
+
+    if not GlobalHydra.instance().is_initialized():
+        return ""
+    loader = GlobalHydra.instance().config_loader()
+    lines: list[str] = []
+
+    def walk(parent: str) -> None:
+        for group in sorted(loader.list_groups(parent)):
+            name = f"{parent}/{group}" if parent else group
+            if name in ("hydra", "schema"):
+                continue
+            options = loader.get_group_options(name, ObjectType.CONFIG)
+            if options:
+                lines.append(f"{name}: {', '.join(sorted(options))}")
+            walk(name)
+
+    walk("")
+    return "\n".join(lines)
+
+
+if not OmegaConf.has_resolver("nnlab.help_groups"):
+    OmegaConf.register_new_resolver("nnlab.help_groups", help_groups)
+
+
+def quiet_failed_jobs() -> None:
+    """Stop Hydra writing "Error executing job with overrides: [...]" to stderr before it re-raises a failed
+    job's exception (hydra.core.utils.JobReturn.return_value: a plain sys.stderr.write, no logger to filter), so
+    the CLI's own sentence is the one line a failed job prints. The exception itself is raised as before."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    prop = getattr(JobReturn, "return_value", None)
+    if not isinstance(prop, property) or getattr(prop.fget, "nnlab_quiet", False):
+        return
+
+    def return_value(self):
+        if self.status == JobStatus.FAILED:
+            raise self._return_value
+        return prop.fget(self)
+
+    return_value.nnlab_quiet = True  # type: ignore[attr-defined]
+    JobReturn.return_value = property(return_value, prop.fset)  # type: ignore[method-assign]
+
+
 def list_everything() -> None:
     """Every config preset (Hydra groups, including user search paths) and every registered builder."""
     from hydra import initialize_config_module
@@ -102,7 +150,7 @@ def report_main(argv: list[str]) -> None:
     which.add_argument("--sweep", help="sweep id (the parent run's name)")
     which.add_argument("--parent", help="parent run id")
     which.add_argument("--experiment", help="experiment name: every run in it")
-    parser.add_argument("--uri", default="sqlite:///mlflow.db", help="MLflow store (default: ./mlflow.db)")
+    parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--out", help="output folder (default: reports/<sweep or experiment>)")
     parser.add_argument("--formats", default="md,csv,tex,html", help="comma-separated: md,csv,tex,html")
     parser.add_argument("--columns", default="", help="comma-separated columns to keep (params or metrics)")
@@ -117,11 +165,7 @@ def report_main(argv: list[str]) -> None:
 
     from nnlab import report, track
 
-    uri = track.resolve_uri(args.uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise NnlabError(f"No MLflow store at {uri.removeprefix('sqlite:///')}; run `nnlab report` where the sweep "
-                         "ran, or name the store with --uri sqlite:///path/to/mlflow.db.")
-    client = MlflowClient(uri)
+    client = MlflowClient(track.find_store(args.uri))
     name = args.sweep or args.parent or args.experiment
     result = report.build(client, args.experiment, args.sweep, args.parent,
                           out=args.out or Path("reports") / name, formats=split(args.formats),
@@ -130,6 +174,26 @@ def report_main(argv: list[str]) -> None:
     print(result.table.to_markdown(index=False, floatfmt=".4g"))
     print(f"\nnnlab: report of '{result.title}' ({len(result.table)} runs) written to "
           f"{', '.join(str(p) for p in result.paths)}")
+
+
+def runs_main(argv: list[str]) -> None:
+    from nnlab.runs import main as runs
+
+    runs(argv)
+
+
+def resume_main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="nnlab resume", description="Continue an interrupted run (killed, "
+                                     "Ctrl-C, SIGTERM, a crash) from its last checkpoint, in the same MLflow run.")
+    parser.add_argument("run_id", help="the run's id (mlflow ui, or `nnlab runs --stale`)")
+    parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    args = parser.parse_args(argv)
+    from nnlab import track
+    from nnlab.resume import resume
+
+    resume(args.run_id, track.find_store(args.uri))
 
 
 def split(text: str) -> list[str]:
@@ -151,7 +215,8 @@ def guarded(action, full_errors: bool = False):
     except SystemExit:
         raise
     except KeyboardInterrupt as err:
-        print(f"nnlab: interrupted ({err or 'Ctrl-C'}); a started run is marked KILLED.", file=sys.stderr)
+        # KeyboardInterrupt from Ctrl-C has no message; SIGTERM's (stop_on_sigterm) names the signal.
+        print(f"nnlab: interrupted ({str(err) or 'Ctrl-C'}); a started run is marked KILLED.", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     except NnlabError as err:
         if full_errors:
@@ -176,8 +241,12 @@ def main() -> None:
     if args[:1] == ["list"]:
         list_everything()
         return
-    if args[:1] == ["report"]:
-        guarded(lambda: report_main(args[1:]), full_errors)
+    commands = {"report": report_main, "resume": resume_main, "runs": runs_main}
+    if args[:1] and args[0] in commands:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
+        guarded(lambda: commands[args[0]](args[1:]), full_errors)
         return
     if args[:1] == ["sweep"]:
         sys.argv[1:] = args = guarded(lambda: sweep_args(args[1:]), full_errors)
@@ -187,6 +256,8 @@ def main() -> None:
         print(f"nnlab {__version__}")
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # "Creating initial MLflow database tables..."
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let exceptions reach us instead of Hydra's multi-line report
     signal.signal(signal.SIGTERM, stop_on_sigterm)
+    quiet_failed_jobs()
     guarded(hydra_app, full_errors)

@@ -1,10 +1,14 @@
 """Multirun sweeps in MLflow: a Hydra callback that makes one parent run per sweep, and the job-side lookup.
 
 The callback runs in the launching process before any job starts: it creates the store and the experiment
-once (six jobs creating a fresh SQLite store at the same time race on its tables and most of them fail), opens
-the parent run, and writes `nnlab_sweep.json` into the sweep folder. Every job, whatever launcher runs it
-(in-process, joblib workers, SLURM nodes sharing the folder), reads that file and becomes a child run tagged
-with the sweep id. When the sweep ends the parent gets its status, the comparison table and the figures.
+once, up front (through `track.open_store`, under the same file lock every job takes: processes creating a fresh
+SQLite store at the same time race on its tables), opens the parent run, and writes `nnlab_sweep.json` into the
+sweep folder. Every job, whatever launcher runs it (in-process, joblib workers, SLURM nodes sharing the
+folder), reads that file and becomes a child run tagged with the sweep id. When the sweep ends the parent gets
+its status, the comparison table and the figures.
+
+A launching process that is killed outright cannot close its parent run: `nnlab runs --stale --kill` does
+(the parent records its host and pid like every run), once none of its jobs still runs.
 """
 
 import atexit
@@ -20,7 +24,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
+from nnlab.track import KILLED_REASON_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
 log = logging.getLogger(__name__)
 
@@ -104,23 +108,20 @@ class MlflowSweepCallback(Callback):
         self.client = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from mlflow.tracking import MlflowClient
-
         from nnlab import track
 
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         (sweep_dir / SWEEP_FILE).unlink(missing_ok=True)  # a reused folder must not lead jobs to an old parent
         tracking = config.tracking
-        uri = track.resolve_uri(tracking.uri)
-        self.client = MlflowClient(uri)
-        location = tracking.artifact_location or track.default_artifact_location(uri)
-        experiment_id = track.ensure_experiment(self.client, tracking.experiment, location)
+        uri, self.client, experiment_id = track.open_store(tracking.uri, tracking.experiment,
+                                                           tracking.artifact_location)
+        warn_stale(self.client, experiment_id, tracking.experiment)
         sweep_id = new_sweep_id(OmegaConf.select(config, "sweep_name"))
         space, fixed = sweep_space(config)
         tags = {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "sweep.space": " ".join(space) or "(none)",
                 "sweeper": config.hydra.sweeper._target_,
                 "launcher": config.hydra.launcher._target_, "hydra.sweep_dir": str(sweep_dir),
-                "mlflow.source.git.commit": track.git_commit(), **dict(tracking.tags or {})}
+                "mlflow.source.git.commit": track.git_commit(), **dict(tracking.tags or {}), **track.process_tags()}
         run = self.client.create_run(experiment_id, run_name=sweep_id,
                                      tags={k: str(v) for k, v in tags.items() if v is not None})
         self.context = SweepContext(sweep_id, uri, tracking.experiment, experiment_id, run.info.run_id, fixed,
@@ -139,18 +140,39 @@ class MlflowSweepCallback(Callback):
         children = self.children()
         lost = [r.info.run_id for r in children if r.info.status == "RUNNING"]
         for run_id in lost:  # the launcher has returned, so a child still RUNNING lost its process
+            self.client.set_tag(run_id, KILLED_REASON_TAG, "the launcher returned while the job's run was RUNNING")
             self.client.set_terminated(run_id, "KILLED")
         self.finish(self.children() if lost else children, stopped=False)
 
     def stopped_early(self) -> None:
-        """Exit hook: the sweep ended without `on_multirun_end` (a job raised, Ctrl-C). Children that are still
-        RUNNING are left alone: on a cluster their jobs may outlive this process."""
+        """Exit hook: the sweep ended without `on_multirun_end` (a job raised, Ctrl-C). Children still RUNNING
+        whose process is gone from this host are marked KILLED; the others are left alone: on a cluster their
+        jobs may outlive this process (`nnlab runs --stale --kill` closes them, and then this parent, later)."""
         if self.context is None or self.client is None:
             return
         try:
-            self.finish(self.children(), stopped=True)
+            children = self.children()
+            if self.kill_lost(children):
+                children = self.children()
+            self.finish(children, stopped=True)
         except Exception as err:  # noqa: BLE001  (at exit: say it, do not bury the real error under a traceback)
             print(f"nnlab: could not close sweep {self.context.sweep_id}'s parent run: {err}")
+
+    def kill_lost(self, children: list) -> int:
+        """Mark KILLED the RUNNING children whose process is gone from this host; returns how many."""
+        import socket
+        import time
+
+        from nnlab.runs import own_verdict
+
+        host, now, killed = socket.gethostname(), time.time(), 0
+        for child in children:
+            why = own_verdict(child, host, now, None) if child.info.status == "RUNNING" else None
+            if why:
+                self.client.set_tag(child.info.run_id, KILLED_REASON_TAG, why)
+                self.client.set_terminated(child.info.run_id, "KILLED")
+                killed += 1
+        return killed
 
     def children(self) -> list:
         return self.client.search_runs([self.context.experiment_id],
@@ -192,6 +214,22 @@ class MlflowSweepCallback(Callback):
             self.client.set_tag(self.context.parent_run_id, "error", why)
         self.client.set_terminated(self.context.parent_run_id, status)
         atexit.unregister(self.stopped_early)
+
+
+def warn_stale(client, experiment_id: str, experiment: str) -> None:
+    """Say so when earlier runs in the sweep's experiment were left RUNNING by processes that died."""
+    import shlex
+
+    from nnlab.runs import stale_runs
+
+    try:
+        stale = stale_runs(client, experiment_ids=[experiment_id])
+    except Exception as err:  # noqa: BLE001  (a courtesy: never the reason a sweep does not start)
+        log.debug("could not look for stale runs: %s", err)
+        return
+    if stale:
+        print(f"nnlab: {len(stale)} earlier runs in experiment '{experiment}' were left RUNNING by processes that "
+              f"died; `nnlab runs --stale --kill --experiment {shlex.quote(experiment)}` marks them KILLED.")
 
 
 def write_context(sweep_dir: Path, context: SweepContext) -> None:

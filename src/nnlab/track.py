@@ -1,13 +1,23 @@
 """MLflow tracking: one run per job, which ends FINISHED, or FAILED with the error recorded.
 
-Keras is not imported here: `nnlab report` and the sweep callback read and write the store without it."""
+Keras is not imported here: `nnlab report` and the sweep callback read and write the store without it.
+
+Never lose a run: the store is checked before any data is loaded (an unreachable server or an unwritable
+SQLite folder fails in seconds, naming it); a new SQLite store is created under a file lock, so processes
+started together do not race on its schema; each run records the host and process that run it plus a
+heartbeat, so `nnlab runs --stale` can tell a run whose process died; SIGTERM unwinds a job like Ctrl-C, so its
+run ends KILLED instead of staying RUNNING."""
 
 import logging
 import math
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,9 +27,11 @@ from typing import Any
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nnlab.config import TrackingConfig
+from nnlab.errors import NnlabError
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +39,17 @@ log = logging.getLogger(__name__)
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_TAG = "nnlab.sweep_id"
 ROLE_TAG = "nnlab.role"
+# Who runs a run: `nnlab runs --stale` checks the process on this host, or the heartbeat from another one.
+HOST_TAG = "nnlab.host"
+PID_TAG = "nnlab.pid"
+PID_STARTED_TAG = "nnlab.pid_started"  # the process's start (unix time): a reused pid is not the run's process
+HEARTBEAT_TAG = "nnlab.heartbeat"  # unix time, refreshed with the epoch metrics
+KILLED_REASON_TAG = "nnlab.killed_reason"
+HEARTBEAT_EVERY_S = 60
 MAX_PARAM_CHARS = 6000  # MLflow's limit for a param value
 BATCH = 100  # MLflow's limit on params per log_batch call
+PROBE_TIMEOUT_S = 5  # connecting to a tracking server; its answer gets PROBE_TIMEOUT_S - 1 more
+LOCK_TIMEOUT_S = 300  # waiting for another process to create or migrate a SQLite store
 
 
 def resolve_uri(uri: str) -> str:
@@ -46,13 +67,180 @@ def default_artifact_location(uri: str) -> str | None:
     return None
 
 
+def find_store(uri: str | None) -> str:
+    """An existing store for the commands that read one (report, runs, resume): --uri, else
+    $MLFLOW_TRACKING_URI, else ./mlflow.db; checked, and one sentence when it is not there."""
+    uri = resolve_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise NnlabError(f"No MLflow store at {uri.removeprefix('sqlite:///')}; run the command where the runs were "
+                         "made, or name the store with --uri sqlite:///path/to/mlflow.db (or MLFLOW_TRACKING_URI).")
+    return check_store(uri)
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a (resolved) sqlite:/// URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+_checked: set[str] = set()  # stores this process has already found usable
+
+
+def check_store(uri: str) -> str:
+    """Fail in seconds, with one sentence naming it, when the store cannot be used: a tracking server that does
+    not answer within PROBE_TIMEOUT_S, a SQLite file or folder that cannot be written. Returns the resolved
+    URI. Call it before loading data: MLflow itself retries an unreachable server for minutes."""
+    uri = resolve_uri(uri)
+    if uri in _checked:
+        return uri
+    if uri.startswith(("http://", "https://")):
+        check_server(uri)
+    elif uri.startswith("sqlite:///"):
+        check_writable(sqlite_path(uri), is_file=True)
+    elif uri.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        check_writable(Path(unquote(urlparse(uri).path)), is_file=False)
+    _checked.add(uri)
+    return uri
+
+
+def check_server(uri: str) -> None:
+    """Any HTTP answer from `<uri>/health` will do (a proxy's 401 too); no answer is the error."""
+    import requests
+    from mlflow.environment_variables import MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH
+
+    verify: bool | str = MLFLOW_TRACKING_SERVER_CERT_PATH.get() or not MLFLOW_TRACKING_INSECURE_TLS.get()
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=(PROBE_TIMEOUT_S, PROBE_TIMEOUT_S - 1), verify=verify)
+    except requests.RequestException as err:
+        raise NnlabError(f"The MLflow server at {uri} cannot be reached ({probe_reason(err)}); start it, or point "
+                         "tracking.uri (or --uri) at a reachable server or at a sqlite:///path/mlflow.db file."
+                         ) from err
+
+
+def probe_reason(err: Exception) -> str:
+    import requests
+
+    if isinstance(err, requests.Timeout):
+        return f"no answer within {PROBE_TIMEOUT_S} s"
+    found = re.findall(r"\[Errno -?\d+\] ([^'\")]+)", str(err))  # the socket's own words: "Connection refused"
+    if found:
+        return found[-1].strip().rstrip(".")
+    return type(err).__name__
+
+
+def check_writable(path: Path, is_file: bool) -> None:
+    """The folder exists (or can be made) and takes a new file; an existing database file opens for writing."""
+    folder = path.parent if is_file else path
+    step = f"cannot create the folder {folder}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if is_file and path.exists():
+            step = "cannot open it for writing"
+            with open(path, "r+b"):
+                pass
+        step = f"cannot create files in {folder}"
+        with tempfile.TemporaryFile(dir=folder, prefix=".nnlab-probe-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise NnlabError(f"Cannot write the MLflow store {path}: {step} ({reason}); point tracking.uri (or --uri) "
+                         "at a writable place, e.g. tracking.uri=sqlite:///mlflow.db in the working directory."
+                         ) from err
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Held while a process first opens a SQLite store: MLflow creates and migrates a new store's tables on
+    first use, and processes doing that at the same time break it for good. Other stores need no lock."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout as err:
+        raise NnlabError(f"Waited {LOCK_TIMEOUT_S} s for {path}.lock, held by another process creating the MLflow "
+                         "store; let it finish, or stop it.") from err
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def open_store(uri: str, experiment: str, artifact_location: str | None = None) -> tuple[str, MlflowClient, str]:
+    """(resolved uri, client, experiment id): the store checked, created or migrated by one process at a time,
+    and the experiment made if missing. Every process's first use of a store goes through here."""
+    uri = check_store(uri)
+    location = artifact_location or default_artifact_location(uri)
+    with store_lock(uri):
+        client = MlflowClient(uri)
+        experiment_id = ensure_experiment(client, experiment, location)
+    return uri, client, experiment_id
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException as err:  # another process (on a server: no lock) created it first
+        if err.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def process_start_time(pid: int) -> float | None:
+    """When process `pid` started (unix time, about 1 s precise), from /proc; None where it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command name
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def process_tags() -> dict[str, str]:
+    """Host, process and first heartbeat of the run this process starts."""
+    started = process_start_time(os.getpid())
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), HEARTBEAT_TAG: str(int(time.time()))}
+    if started is not None:
+        tags[PID_STARTED_TAG] = str(int(started))
+    return tags
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a scheduler's preemption) or SIGHUP, unwinding the job like Ctrl-C: the run
+    is marked KILLED instead of staying RUNNING, and the CLI exits 130."""
+
+
+def raise_terminated(signum, frame) -> None:
+    raise Terminated(f"stopped by {signal.Signals(signum).name}")
+
+
+def install_signal_handlers() -> bool:
+    """SIGTERM (and SIGHUP, unless something such as nohup set it aside) raise `Terminated` in this process's
+    main thread. Idempotent; does nothing outside the main thread, where Python cannot set handlers. Returns
+    whether the SIGTERM handler is in place."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        if signal.getsignal(signal.SIGTERM) is not raise_terminated:
+            signal.signal(signal.SIGTERM, raise_terminated)
+        hup = getattr(signal, "SIGHUP", None)
+        if hup is not None and signal.getsignal(hup) == signal.SIG_DFL:
+            signal.signal(hup, raise_terminated)
+    except ValueError:  # not the main interpreter's main thread
+        return False
+    return True
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -80,6 +268,7 @@ class RunLogger:
 
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
+        self.last_beat = time.monotonic()  # the run starts with a heartbeat tag
 
     def params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()]
@@ -91,10 +280,15 @@ class RunLogger:
         self.client.log_batch(self.run_id, tags=items)
 
     def metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log metrics at `step`; at most once a minute the heartbeat tag rides along in the same call."""
         now = int(1000 * time.time())
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None and not math.isnan(v)]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+        beat = []
+        if time.monotonic() - self.last_beat >= HEARTBEAT_EVERY_S:
+            self.last_beat = time.monotonic()
+            beat = [RunTag(HEARTBEAT_TAG, str(now // 1000))]
+        for i in range(0, max(len(items), len(beat)), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000], tags=beat if i == 0 else [])
 
     def text(self, text: str, path: str) -> None:
         self.client.log_text(self.run_id, text, path)
@@ -108,7 +302,7 @@ class RunLogger:
     def epoch_logger(self):
         """A Keras callback logging each epoch's metrics and learning rate here (imports Keras on first use, so
         reading the store, e.g. for `nnlab report`, stays light)."""
-        from nnlab.train import EpochMetrics
+        from nnlab.callbacks import EpochMetrics
 
         return EpochMetrics(self.metrics)
 
@@ -122,22 +316,51 @@ class RunLogger:
                 model.save(path)
                 self.file(path, "model")
                 if export_dir:
-                    target = Path(export_dir).expanduser()
-                    target.mkdir(parents=True, exist_ok=True)
-                    partial = target / f".{path.name}.partial"
-                    shutil.copyfile(path, partial)
-                    os.replace(partial, target / path.name)
+                    export(path, Path(export_dir).expanduser())
+
+
+def export(path: Path, folder: Path) -> None:
+    """Copy `path` into `folder` durably: written beside the target, flushed to disk, then renamed, so the file
+    under its final name is whole, even after a crash or a power cut."""
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{path.name}.partial"
+    try:
+        with open(path, "rb") as src, open(partial, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(partial, folder / path.name)
+    finally:
+        partial.unlink(missing_ok=True)
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextmanager
-def start_run(tracking: TrackingConfig, tags: Mapping[str, Any]) -> Iterator[RunLogger]:
-    uri = resolve_uri(tracking.uri)
+def start_run(tracking: TrackingConfig, tags: Mapping[str, Any], run_id: str | None = None) -> Iterator[RunLogger]:
+    """One MLflow run around the body: FINISHED, FAILED with the error (tag `error`, `error.txt`), or KILLED on
+    an interruption (Ctrl-C, SIGTERM once `install_signal_handlers` ran). With `run_id`, that run is reopened
+    (RUNNING again, with this process's host/pid tags): `nnlab resume`."""
+    uri, client, experiment_id = open_store(tracking.uri, tracking.experiment, tracking.artifact_location)
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    location = tracking.artifact_location or default_artifact_location(uri)
-    experiment_id = ensure_experiment(client, tracking.experiment, location)
-    all_tags = {**{k: str(v) for k, v in tags.items() if v is not None}, **tracking.tags}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=tracking.run_name, tags=all_tags) as run:
+    all_tags = {**{k: str(v) for k, v in tags.items() if v is not None}, **tracking.tags, **process_tags()}
+    if run_id is not None and "error" in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, "error")  # the interruption that stopped it is history now
+    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
+                          run_name=None if run_id else tracking.run_name, tags=all_tags) as run:
         logger = RunLogger(client, run.info.run_id)
         try:
             yield logger

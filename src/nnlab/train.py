@@ -7,18 +7,20 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import keras
 import numpy as np
 
+from nnlab.callbacks import Checkpoint, Divergence, TimeBudget, restore_weights
 from nnlab.config.optim import OptimizerConfig
 from nnlab.config.train import TrainerConfig
 from nnlab.data import Data
 from nnlab.data.pipeline import batches
 from nnlab.models import members
-from nnlab.optim import build_optimizer, current_lr
+from nnlab.optim import build_optimizer
 from nnlab.tasks import Task, get_task, higher_is_better
 
 log = logging.getLogger(__name__)
@@ -97,50 +99,6 @@ def compile_model(model: keras.Model, optimizer, task: "str | Task", trainer: Tr
     )
 
 
-class EpochMetrics(keras.callbacks.Callback):
-    """Hands each epoch's metrics and learning rate to `sink(metrics, step)`, step = 1-based epoch (the
-    tracker provides the sink: training itself never imports tracking)."""
-
-    def __init__(self, sink):
-        super().__init__()
-        self.sink = sink
-
-    def on_epoch_end(self, epoch, logs=None):
-        metrics = dict(logs or {})
-        try:
-            metrics["lr"] = current_lr(self.model.optimizer)
-        except (AttributeError, TypeError, ValueError):
-            pass
-        self.sink(metrics, step=epoch + 1)
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops after the epoch when the next one would overrun `max_minutes` (judged by the slowest so far).
-    One instance spans all the stages of a schedule."""
-
-    def __init__(self, max_minutes: float):
-        super().__init__()
-        self.budget = max_minutes * 60.0
-        self.stopped = False
-        self.start: float | None = None
-        self.slowest = 0.0
-
-    def on_train_begin(self, logs=None):
-        if self.start is None:
-            self.start = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        self.slowest = max(self.slowest, now - self.epoch_start)
-        if now - self.start + self.slowest > self.budget:
-            self.stopped = True
-            self.model.stop_training = True
-            log.info("time budget of %.1f min reached after epoch %d: stopping", self.budget / 60, epoch + 1)
-
-
 @dataclass
 class FitResult:
     history: dict[str, list[float]]
@@ -152,47 +110,91 @@ class FitResult:
 
     @property
     def best_epoch(self) -> int | None:
-        """1-based, by the early-stopping monitor (the task's, e.g. val_loss, unless configured)."""
-        values = self.history.get(self.monitor)
-        if not values:
+        """1-based, by the early-stopping monitor (the task's, e.g. val_loss, unless configured); never an epoch
+        whose monitored value is NaN."""
+        values = np.asarray(self.history.get(self.monitor) or [], np.float64)
+        if not np.isfinite(values).any():
             return None
-        pick = np.argmax if higher_is_better(self.monitor) else np.argmin
-        return int(pick(values)) + 1
+        pick = np.nanargmax if higher_is_better(self.monitor) else np.nanargmin
+        return int(pick(np.where(np.isfinite(values), values, np.nan))) + 1
 
-    def then(self, later: "FitResult") -> "FitResult":
+    def then(self, later: "FitResult", new_stage: bool = True) -> "FitResult":
+        """This result followed by `later`: the next stage, or the rest of the same stage after a resume."""
         keys = self.history.keys() | later.history.keys()
         history = {k: [*self.history.get(k, []), *later.history.get(k, [])] for k in keys}
+        starts = [*self.stage_starts, self.epochs_run + 1] if new_stage else self.stage_starts
         return FitResult(history, self.seconds + later.seconds, self.epochs_run + later.epochs_run,
-                         later.stopped_by, later.monitor, [*self.stage_starts, self.epochs_run + 1])
+                         later.stopped_by, later.monitor, starts)
+
+    def state(self) -> dict[str, Any]:
+        return {"history": self.history, "seconds": self.seconds, "epochs_run": self.epochs_run,
+                "stopped_by": self.stopped_by, "monitor": self.monitor, "stage_starts": self.stage_starts}
 
 
 def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg: OptimizerConfig,
-          callbacks: Sequence[Any] = (), seed: int = 0, transform=None) -> FitResult:
+          callbacks: Sequence[Any] = (), seed: int = 0, transform=None, checkpoint_dir: str | None = None,
+          resume: dict[str, Any] | None = None) -> FitResult:
     """Compile and fit, stage by stage: `trainer.stages` (epochs, trainable, learning_rate each) is the
     gradual-unfreezing schedule; without it, one stage of `trainer.epochs`. Each stage gets a fresh optimizer,
     because Keras must recompile to see changed trainable flags. `transform` augments training batches in the
-    pipeline (see Task.augmentation)."""
+    pipeline (see Task.augmentation).
+
+    With `checkpoint_dir`, every epoch saves a checkpoint there (weights, optimizer, epoch, stage, history, the
+    time budget used); `resume` (a checkpoint's state, with `weights`: its file) continues from it: finished
+    stages are skipped, the interrupted one goes on with its optimizer's state, epochs count on."""
     from nnlab.config.train import StageConfig
     from nnlab.models.transfer import apply_trainable
 
     stages = trainer.stages or [StageConfig(epochs=trainer.epochs)]
-    budget = TimeBudget(trainer.max_minutes) if trainer.max_minutes else None
+    result = FitResult(**resume["result"]) if resume else None
+    budget = None
+    if trainer.max_minutes:
+        budget = TimeBudget(trainer.max_minutes, **(resume["budget"] if resume else {}))
     steps = -(-len(data.train[0]) // trainer.batch_size)
-    result: FitResult | None = None
+    ends = np.cumsum([stage.epochs for stage in stages])
     for i, stage in enumerate(stages):
+        done = result.epochs_run if result else 0
+        if done >= ends[i]:  # finished before the interruption
+            continue
         if stage.trainable is not None:
             apply_trainable(model, stage.trainable)
         opt_cfg = optimizer_cfg if stage.learning_rate is None else replace(optimizer_cfg,
                                                                             learning_rate=stage.learning_rate)
         optimizer, extra = build_optimizer(opt_cfg, steps, stage.epochs)
         compile_model(model, optimizer, data.task, trainer, data.num_classes)
-        done = result.epochs_run if result else 0
-        part = fit(model, data, trainer, [*extra, *callbacks], seed=seed + i, initial_epoch=done,
-                   epochs=done + stage.epochs, budget=budget, transform=transform)
-        result = part if result is None else result.then(part)
-        if part.stopped_by == "time_budget":
+        resumed_here = resume is not None and done > (ends[i - 1] if i else 0)
+        if resume is not None and done == resume["result"]["epochs_run"]:
+            restore_weights(model, Path(resume["weights"]))  # mid-stage: its optimizer state too
+        new_stage = result is not None and not resumed_here
+        own = list(extra)
+        if checkpoint_dir:  # before the caller's callbacks: an epoch is logged only once it can be resumed
+            own.append(Checkpoint(checkpoint_dir, loop_state(i, result, budget, new_stage)))
+        part = fit(model, data, trainer, [*own, *callbacks], seed=seed + i + done, initial_epoch=done,
+                   epochs=int(ends[i]), budget=budget, transform=transform)
+        result = part if result is None else result.then(part, new_stage=new_stage)
+        if budget is not None and budget.stopped:  # also when it ran out on a stage's last epoch
+            if i + 1 < len(stages):
+                result.stopped_by = "time_budget"
             break
     return result
+
+
+def loop_state(stage: int, before: "FitResult | None", budget: TimeBudget | None, new_stage: bool):
+    """What a checkpoint records after each epoch of this stage: the result so far (earlier stages plus this
+    stage's epochs, from the logs) and the time budget used."""
+    history = {k: list(v) for k, v in (before.history if before else {}).items()}
+    start_seconds, start = (before.seconds if before else 0.0), time.perf_counter()
+    starts = [*before.stage_starts, before.epochs_run + 1] if new_stage else (before.stage_starts if before else [])
+
+    def state(epoch: int, logs: dict[str, Any]) -> dict[str, Any]:
+        for key, value in logs.items():
+            history.setdefault(key, []).append(float(value))
+        result = FitResult(history, start_seconds + time.perf_counter() - start, epoch + 1, "epochs",
+                           stage_starts=starts)
+        return {"epoch": epoch + 1, "stage": stage, "result": result.state(),
+                "budget": {"used": budget.used(), "slowest": budget.slowest} if budget else {}}
+
+    return state
 
 
 def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Sequence[Any] = (),
@@ -202,7 +204,8 @@ def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Seque
     epochs = epochs or trainer.epochs
     if budget is None and trainer.max_minutes:
         budget = TimeBudget(trainer.max_minutes)
-    own: list[Any] = [budget] if budget else []
+    divergence = Divergence()
+    own: list[Any] = [divergence, *([budget] if budget else [])]
     early = None
     es = trainer.early_stopping
     monitor = es.monitor or get_task(data.task).monitor
@@ -227,6 +230,7 @@ def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Seque
     history = model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
                         callbacks=[*own, *callbacks], verbose=verbose, shuffle=False)  # batches() shuffles
     seconds = time.perf_counter() - start
+    divergence.check(model)
     epochs_run = len(history.epoch)
     stopped_by = "epochs"
     if initial_epoch + epochs_run < epochs:  # a stop requested after the last epoch changed nothing

@@ -1,8 +1,10 @@
 import gzip
+import io
 
 import numpy as np
 import pytest
 
+import nnlab.data.idx as idx_module
 from nnlab.data import load_dataset
 from nnlab.data.idx import FASHION_CLASSES, read_idx
 from nnlab.errors import DataNotFoundError, NnlabError
@@ -67,14 +69,81 @@ def test_missing_files_name_each_file_and_the_folder(tmp_path):
     assert "\n" not in message
 
 
+class Response(io.BytesIO):
+    """What urllib.request.urlopen returns, serving `payload`; `fail_after`: the connection drops after that
+    many bytes; `length`: the Content-Length the server announces."""
+
+    def __init__(self, payload: bytes, fail_after: int | None = None, length: int | None = None):
+        super().__init__(payload)
+        self.fail_after = fail_after
+        self.headers = {"Content-Length": str(len(payload) if length is None else length)}
+
+    def read(self, size=-1):
+        if self.fail_after is None:
+            return super().read(size)
+        if self.tell() >= self.fail_after:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return super().read(self.fail_after - self.tell())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
 def test_a_failed_download_leaves_no_partial_file_and_explains(tmp_path, monkeypatch):
+    """The connection drops after some bytes were written into the data folder, which did not exist before."""
     import urllib.request
 
-    def offline(*args, **kwargs):
-        raise OSError("network is unreachable")
+    written = []
+    real_copy = idx_module.shutil.copyfileobj
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    def copy(src, dst, *args):
+        written.append(dst.name)
+        return real_copy(src, dst, *args)
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: Response(b"x" * 100000, 4096))
+    monkeypatch.setattr(idx_module.shutil, "copyfileobj", copy)
+    target = tmp_path / "data" / "mnist"
     with pytest.raises(DataNotFoundError, match="files are missing"):
-        load_dataset({"name": "mnist", "path": str(tmp_path / "mnist"), "limit": None, "val_split": 0.1,
-                      "download": True}, seed=0)
-    assert list((tmp_path / "mnist").glob("*")) == []
+        load_dataset({"name": "mnist", "path": str(target), "limit": None, "val_split": 0.1, "download": True},
+                     seed=0)
+    assert written and written[0].startswith(str(target))  # it had started writing into the folder
+    assert list(tmp_path.iterdir()) == []  # neither the partial file nor the folders it made are left
+
+
+def test_a_short_or_corrupt_download_is_not_kept(tmp_path, monkeypatch):
+    import urllib.request
+
+    payload = gzip.compress(bytes(5000))
+    (tmp_path / "mnist").mkdir()
+    for response in (lambda: Response(payload[: len(payload) // 2], length=len(payload)),  # short of its length
+                     lambda: Response(payload[: len(payload) // 2])):  # no length to tell: a cut gzip stream
+        monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout=None: response())
+        with pytest.raises(DataNotFoundError, match="train-images-idx3-ubyte.gz"):
+            load_dataset({"name": "mnist", "path": str(tmp_path / "mnist"), "limit": None, "val_split": 0.1,
+                          "download": True}, seed=0)
+        assert list((tmp_path / "mnist").iterdir()) == []  # the folder was there before: it stays, empty
+
+
+def test_files_fetched_whole_before_a_failure_stay_and_only_the_rest_is_named(tmp_path, monkeypatch):
+    import urllib.request
+
+    source = make_idx_dataset(tmp_path / "source")
+    calls = []
+
+    def serve_two(url, timeout=None):
+        calls.append(url)
+        if len(calls) > 2:
+            raise OSError("network is unreachable")
+        return Response((source / url.rsplit("/", 1)[1]).read_bytes())
+
+    monkeypatch.setattr(urllib.request, "urlopen", serve_two)
+    target = tmp_path / "mnist"
+    with pytest.raises(DataNotFoundError) as err:
+        load_dataset({"name": "mnist", "path": str(target), "limit": None, "val_split": 0.1, "download": True},
+                     seed=0)
+    assert sorted(p.name for p in target.iterdir()) == ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    assert "t10k-images-idx3-ubyte.gz" in str(err.value) and "train-images" not in str(err.value)

@@ -76,3 +76,41 @@ def test_an_unwritable_cache_costs_speed_not_the_run(tmp_path):
     blocker.write_text("not a folder")
     decoded = cached_decode(files_of(root), (8, 8), cache_dir=str(blocker / "cache"))
     assert decoded.images.shape == (2, 8, 8, 3)
+
+
+def test_a_truncated_cache_file_is_reported_deleted_and_rebuilt_identically(tmp_path, caplog):
+    root = make_image_tree(tmp_path / "img", ["a", "b"], 3)
+    cache = tmp_path / "cache"
+    first = np.array(cached_decode(files_of(root), (8, 8), cache_dir=str(cache)).images)
+    array_file = next(cache.glob("*.npy"))
+    array_file.write_bytes(array_file.read_bytes()[:-50])  # a copy or a disk that lost the tail
+    with caplog.at_level("WARNING", logger="nnlab.data.images"):
+        again = cached_decode(files_of(root), (8, 8), cache_dir=str(cache))
+    assert np.array_equal(np.asarray(again.images), first)
+    assert any("damaged" in r.getMessage() and str(array_file) in r.getMessage() for r in caplog.records)
+    reused = cached_decode(files_of(root), (8, 8), cache_dir=str(cache))  # the rebuilt entry is whole
+    assert isinstance(reused.images, np.memmap) and np.array_equal(np.asarray(reused.images), first)
+
+
+@pytest.mark.parametrize("wrong", [np.zeros((6, 8, 8, 1), np.uint8), np.zeros((6, 8, 8, 3), np.float32),
+                                   np.zeros((5, 8, 8, 3), np.uint8)])
+def test_a_cache_file_that_differs_from_its_sidecar_is_rebuilt(tmp_path, caplog, wrong):
+    root = make_image_tree(tmp_path / "img", ["a", "b"], 3)
+    cache = tmp_path / "cache"
+    first = np.array(cached_decode(files_of(root), (8, 8), cache_dir=str(cache)).images)
+    np.save(next(cache.glob("*.npy")), wrong)
+    with caplog.at_level("WARNING", logger="nnlab.data.images"):
+        again = cached_decode(files_of(root), (8, 8), cache_dir=str(cache))
+    assert np.array_equal(np.asarray(again.images), first) and "damaged" in caplog.text
+
+
+def test_a_cache_write_that_fails_leaves_no_temporary_file(tmp_path):
+    from nnlab.data.images import write_atomic
+
+    def half_then_fail(f):
+        f.write(b"half of it")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "x.npy", half_then_fail)
+    assert list(tmp_path.iterdir()) == []

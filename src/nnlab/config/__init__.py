@@ -40,7 +40,8 @@ def cache_dir() -> str:
     return str(Path(base) / "nnlab")
 
 
-for _name, _fn in (("nnlab.user_data_dir", user_data_dir), ("nnlab.cache_dir", cache_dir)):
+for _name, _fn in (("nnlab.user_data_dir", user_data_dir), ("nnlab.cache_dir", cache_dir),
+                   ("nnlab.pid", os.getpid)):  # output folders of processes started in the same second differ
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -107,6 +108,18 @@ def builder_kwargs(group: str, cfg: Any) -> dict[str, Any]:
         from nnlab.errors import ConfigError
 
         raise ConfigError(f"{group} '{cfg.get('name')}': {str(err).splitlines()[0]}") from None
+
+
+def typed_config(cfg: Any) -> Config:
+    """A resolved config (a run's config.yaml) as typed objects again, each group through its schema (a plugin's
+    group without a schema stays a mapping)."""
+    node = OmegaConf.create(cfg) if isinstance(cfg, (str, dict)) else cfg
+    groups = ("dataset", "model", "optimizer")
+    merged = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in node.items() if k not in groups})
+    for group in groups:
+        schema = SCHEMAS[group].get(node[group].get("name"))
+        merged[group] = OmegaConf.merge(OmegaConf.structured(schema), node[group]) if schema else node[group]
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 
 def register_configs() -> None:

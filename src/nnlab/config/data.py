@@ -1,8 +1,11 @@
 """Schemas of the `dataset` group (nnlab.data builders) and of the top-level `augment` node."""
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from omegaconf import MISSING
+
+from nnlab.config import checks
 
 
 @dataclass
@@ -11,6 +14,10 @@ class DatasetConfig:
     path: str | None = None
     limit: int | None = None  # at most this many training examples (validation split included)
     val_split: float = 0.1
+    rules: ClassVar[dict] = checks.DATASET  # value checks by field name (nnlab.config.checks)
+
+    def __post_init__(self) -> None:
+        checks.validate(self, "dataset", self.rules)
 
 
 @dataclass
@@ -76,6 +83,10 @@ class BostonConfig(DatasetConfig):
     standardize_features: bool = True  # mean/std from the training part only
     log_features: list[str] = field(default_factory=list)  # log(1 + x) of skewed columns, e.g. [CRIM, LSTAT]
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.fold("dataset", self)
+
 
 @dataclass
 class AirlineConfig(DatasetConfig):
@@ -86,6 +97,7 @@ class AirlineConfig(DatasetConfig):
     val_split: float = 0.0  # the last part of the training windows
     scale: str = "minmax"  # minmax | standard | none, fitted on the training months
     difference: int = 0  # k > 0: model the change over k months (12: year on year), inputs and target
+    rules: ClassVar[dict] = checks.AIRLINE
 
 
 @dataclass
@@ -99,6 +111,7 @@ class CsvTableConfig(DatasetConfig):
     test_path: str | None = None  # a separate test CSV; else a seeded `test_split` is held out
     test_split: float = 0.2
     standardize_features: bool = True
+    rules: ClassVar[dict] = checks.CSV_TABLE
 
 
 @dataclass
@@ -112,6 +125,9 @@ class AugmentConfig:
     contrast: float = 0.0
     brightness: float = 0.0  # images are scaled to [0, 1]
     fill_mode: str = "reflect"  # reflect | constant | nearest | wrap
+
+    def __post_init__(self) -> None:
+        checks.validate(self, "augment", checks.AUGMENT)
 
 
 @dataclass
@@ -131,6 +147,7 @@ class ScenesConfig(DatasetConfig):
     noise: float = 0.03  # std of the pixel noise, in 0-1 units
     texture: bool = True  # gradients, blotches and stripes behind the items; false: one flat colour
     target: str = "masks"  # masks (task segmentation) | boxes (task detection)
+    rules: ClassVar[dict] = checks.SCENES
 
 
 @dataclass

@@ -1,9 +1,11 @@
 """Schemas of the `model` group (nnlab.models builders)."""
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
+
+from nnlab.config import checks
 
 
 @dataclass
@@ -12,6 +14,10 @@ class ModelConfig:
     param_budget: int | None = None  # solve `width` so the model has this many parameters (within 5%)
     max_params: int | None = None  # refuse to train a bigger model (checked before training)
     ensemble: int = 1  # members trained side by side, predictions averaged (regression and two-class heads)
+    rules: ClassVar[dict] = checks.MODEL  # value checks by field name (nnlab.config.checks)
+
+    def __post_init__(self) -> None:
+        checks.validate(self, "model", self.rules)
 
 
 @dataclass
@@ -25,6 +31,7 @@ class MLPConfig(ModelConfig):
     batch_norm: bool = False
     l1: float = 0.0
     l2: float = 0.0
+    rules: ClassVar[dict] = checks.MLP
 
 
 @dataclass
@@ -64,6 +71,7 @@ class AlexNetConfig(ModelConfig):
     dropout: float = 0.5  # after each dense layer (or after the features if none)
     activation: str = "relu"
     l2: float = 0.0
+    rules: ClassVar[dict] = checks.FILTER_LIST
 
 
 @dataclass
@@ -79,6 +87,7 @@ class ResNetConfig(ModelConfig):
     width: float = 1.0  # multiplies the stage filters
     dropout: float = 0.0  # after global average pooling
     l2: float = 0.0
+    rules: ClassVar[dict] = checks.FILTER_LIST
 
 
 @dataclass
@@ -126,3 +135,4 @@ class UNetConfig(ModelConfig):
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {alpha: 0.35} for MobileNetV2
     preprocess: str = "auto"  # with a backbone: auto (its family's ImageNet scaling) | tf | torch | caffe | raw | none
     freeze_batch_norm: bool | None = None  # backbone batch norm in inference mode; null: whenever weights load
+    rules: ClassVar[dict] = checks.FILTER_COUNT

@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
+from nnlab.config import checks
+
 
 @dataclass
 class ScheduleConfig:
@@ -24,6 +26,9 @@ class OptimizerConfig:
     clipnorm: float | None = None
     use_ema: bool = False  # keep a moving average of the weights; the model ends with the averaged weights
     ema_momentum: float = 0.99
+
+    def __post_init__(self) -> None:
+        checks.validate(self, "optimizer", checks.OPTIMIZER)
 
 
 @dataclass

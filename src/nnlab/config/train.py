@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+from nnlab.config import checks
+
 
 @dataclass
 class EarlyStoppingConfig:
@@ -39,3 +41,9 @@ class TrainerConfig:
     save_h5: bool = False  # also model.h5 (legacy HDF5: Netron, older tools)
     export_dir: str | None = None  # also copy the saved files here
     plot_model: bool = True  # architecture.png (needs pydot and Graphviz; skipped with a tag otherwise)
+    checkpoint: bool = True  # save weights, optimizer and loop state every epoch (what `nnlab resume` needs)
+    checkpoint_dir: str | None = None  # None: the job's output folder/checkpoint (./checkpoints/<run> without Hydra)
+    keep_checkpoint: bool = False  # keep it after the run finishes (it is removed by default)
+
+    def __post_init__(self) -> None:
+        checks.validate(self, "trainer", checks.TRAINER)

@@ -4,7 +4,6 @@ A loader takes its config's keys as keyword arguments plus `seed`, and returns a
 split is carved from the training data (seeded); the test split is touched only by the final evaluation.
 """
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 

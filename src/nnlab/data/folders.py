@@ -218,14 +218,19 @@ def cifar10(
 def check_bad_share(problems: list[str], total: int, max_bad_fraction: float, where: Path) -> int:
     """Log the unreadable files; fail when more than the allowed share could not be read. Returns their count."""
     bad = [p.removeprefix(UNREADABLE) for p in problems if p.startswith(UNREADABLE)]
+    return limit_bad_share(bad, total, max_bad_fraction, where, "images", "cannot be read")
+
+
+def limit_bad_share(bad: list[str], total: int, max_bad_fraction: float, where: Path, what: str, why: str) -> int:
+    """Log the skipped files; fail when more than the allowed share of `what` was skipped. Returns their count."""
     for line in bad[:5]:
         log.warning("skipped %s", line)
     share = len(bad) / max(total, 1)
     if bad:
-        log.warning("skipped %d of %d images under %s (%.2f%%)", len(bad), total, where, 100 * share)
+        log.warning("skipped %d of %d %s under %s (%.2f%%)", len(bad), total, what, where, 100 * share)
     if share > max_bad_fraction:
         raise NnlabError(
-            f"{len(bad)} of {total} images under {where} cannot be read ({100 * share:.1f}% > "
+            f"{len(bad)} of {total} {what} under {where} {why} ({100 * share:.1f}% > "
             f"dataset.max_bad_fraction={max_bad_fraction}); first: {bad[0]}. Replace or delete the broken "
             "files, or raise dataset.max_bad_fraction."
         )

@@ -1,11 +1,13 @@
 """MNIST-format datasets: the four IDX files (gzip or raw), as published by LeCun and Zalando."""
 
 import gzip
+import http.client
 import logging
 import os
 import shutil
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -64,15 +66,78 @@ def find_file(stem: str, dirs: list[Path]) -> Path | None:
 
 
 def download(url: str, stems: list[str], dest: Path) -> None:
-    """Fetch the missing files into `dest`, each via a temporary file, so a broken download leaves nothing."""
+    """Fetch the missing files into `dest`. Each one lands whole or not at all: it is written to a temporary file
+    beside its target, checked (the length the server announced, an intact gzip stream), flushed to disk and
+    renamed. A failure removes the temporary file, and `dest` too when this call created it and it is still
+    empty; files fetched whole before the failure stay, so the next try fetches only the rest."""
+    created = missing_dirs(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for stem in stems:
-        target = dest / f"{stem}.gz"
-        log.info("downloading %s%s.gz", url, stem)
-        with urllib.request.urlopen(url + stem + ".gz", timeout=15) as resp:
-            with tempfile.NamedTemporaryFile(dir=dest, delete=False) as tmp:
-                shutil.copyfileobj(resp, tmp)
+    try:
+        for stem in stems:
+            fetch(url + stem + ".gz", dest / f"{stem}.gz")
+    except BaseException:
+        for folder in reversed(created):  # deepest first; a folder that holds a fetched file stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def missing_dirs(path: Path) -> list[Path]:
+    """The folders `path.mkdir(parents=True)` would create, outermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
+
+
+def fetch(url: str, target: Path) -> None:
+    log.info("downloading %s", url)
+    tmp = tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".partial", delete=False)
+    try:
+        with tmp:
+            with urllib.request.urlopen(url, timeout=15) as resp:
+                expected = resp.headers.get("Content-Length")
+                shutil.copyfileobj(resp, tmp, 1 << 20)
+            tmp.flush()
+            if expected is not None and expected.isdigit() and tmp.tell() != int(expected):
+                raise OSError(f"{url} ended after {tmp.tell()} of {expected} bytes")
+            os.fsync(tmp.fileno())
+        check_gzip(Path(tmp.name), url)
         os.replace(tmp.name, target)
+    except (EOFError, http.client.HTTPException) as err:  # a cut connection: an OSError like the others
+        Path(tmp.name).unlink(missing_ok=True)
+        raise OSError(f"{url}: {type(err).__name__}: {err}") from err
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def check_gzip(path: Path, url: str) -> None:
+    """Read the whole gzip stream: a cut download fails here, not in every later run."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 22):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise OSError(f"{url} is not an intact gzip file ({err})") from err
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_idx_files(name: str, path: str | None, allow_download: bool) -> dict[str, np.ndarray]:
@@ -85,10 +150,10 @@ def load_idx_files(name: str, path: str | None, allow_download: bool) -> dict[st
     if missing and allow_download and name in URLS:
         try:
             download(URLS[name], missing, root)
-            found = {key: find_file(stem, [root]) for key, stem in FILES.items()}
-            missing = []
         except OSError as err:
             log.warning("download of %s failed: %s", name, err)
+        found = {key: find_file(stem, dirs) for key, stem in FILES.items()}
+        missing = [FILES[key] for key, f in found.items() if f is None]
     if missing:
         raise DataNotFoundError(
             f"{name} files are missing: put {', '.join(m + '.gz' for m in missing)} in {root} "

@@ -110,30 +110,75 @@ def cache_key(files: Sequence[Path], size: tuple[int, int], color_mode: str, cro
 
 def cached_decode(files: Sequence[Path], size: tuple[int, int], color_mode: str = "rgb", crop: bool = False,
                   cache_dir: str | None = None) -> Decoded:
-    """`decode_files`, memoised in `cache_dir` (None: no cache). The .json sidecar is written last: a run that
-    dies halfway leaves no entry that a later run would trust."""
+    """`decode_files`, memoised in `cache_dir` (None: no cache). Each file is written whole or not at all (a
+    temporary file, flushed to disk, then renamed), the .json sidecar last: a run that dies halfway leaves no
+    entry that a later run would trust. An entry that is damaged anyway (a truncated .npy, a shape or dtype
+    that differs from its sidecar) is reported, deleted and decoded again."""
     if not cache_dir:
         return decode_files(files, size, color_mode, crop)
     folder = Path(cache_dir).expanduser()
     key = cache_key(files, size, color_mode, crop)
     array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
     if meta_path.is_file() and array_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        images = np.load(array_path, mmap_mode="r")
-        log.info("images: %d from cache %s", len(images), array_path)
-        return Decoded(images, np.asarray(meta["good"], np.int64), [tuple(b) for b in meta["bad"]])
+        channels = COLOR_MODES.get(color_mode, (MASK, 1))[1]
+        try:
+            return load_entry(array_path, meta_path, (*size, channels))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("images: the cache entry %s is damaged (%s); deleting it and decoding the files again",
+                        array_path, err)
+            for path in (meta_path, array_path):
+                path.unlink(missing_ok=True)
     decoded = decode_files(files, size, color_mode, crop)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(array_path, lambda f: np.save(f, decoded.images))
-        meta = {"good": decoded.good.tolist(), "bad": decoded.bad, "files": len(files)}
+        meta = {"good": decoded.good.tolist(), "bad": decoded.bad, "files": len(files),
+                "shape": list(decoded.images.shape), "dtype": str(decoded.images.dtype)}
         write_atomic(meta_path, lambda f: f.write(json.dumps(meta).encode()))
     except OSError as err:  # a read-only or full disk costs speed next time, not this run
-        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder", folder, err)
+        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
+                    folder, err)
     return decoded
 
 
+def load_entry(array_path: Path, meta_path: Path, image_shape: tuple[int, int, int]) -> Decoded:
+    """Map a cache entry, checking it against its sidecar (raises ValueError for a damaged one)."""
+    meta = json.loads(meta_path.read_text())
+    images = np.load(array_path, mmap_mode="r")  # a truncated file: "mmap length is greater than file size"
+    good = np.asarray(meta["good"], np.int64)
+    expected = tuple(meta.get("shape") or (len(good), *image_shape))
+    if images.shape != expected or images.shape[1:] != image_shape or len(images) != len(good):
+        raise ValueError(f"shape {images.shape}, its sidecar says {expected}")
+    if images.dtype != np.dtype(meta.get("dtype", "uint8")) or images.dtype != np.uint8:
+        raise ValueError(f"dtype {images.dtype}, expected uint8")
+    log.info("images: %d from cache %s", len(images), array_path)
+    return Decoded(images, good, [tuple(b) for b in meta["bad"]])
+
+
 def write_atomic(path: Path, write) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as tmp:
-        write(tmp)
-    os.replace(tmp.name, path)
+    """Write `path` whole or not at all: into a temporary file beside it, flushed to disk, then renamed."""
+    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False)
+    try:
+        with tmp:
+            write(tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp.name, path)
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.data import DATASETS, Data, holdout, split_train
-from nnlab.data.folders import UNREADABLE, require_dir, seeded_subset
+from nnlab.data.folders import UNREADABLE, limit_bad_share, require_dir, seeded_subset
 from nnlab.data.images import COLOR_MODES, MASK, cached_decode, is_image
 from nnlab.errors import DataNotFoundError, NnlabError
 
@@ -62,18 +62,6 @@ def decode_pairs(pairs: Pairs, settings: dict, problems: list[str]) -> tuple[np.
     return x, y, [files[1][i] for i in both]
 
 
-def check_skipped(problems: list[str], total: int, max_bad_fraction: float, where: Path) -> None:
-    for line in problems[:5]:
-        log.warning("skipped %s", line)
-    share = len(problems) / max(total, 1)
-    if problems:
-        log.warning("skipped %d of %d images/masks under %s (%.2f%%)", len(problems), total, where, 100 * share)
-    if share > max_bad_fraction:
-        raise NnlabError(f"{len(problems)} of {total} image/mask files under {where} cannot be read or lack their "
-                         f"partner ({100 * share:.1f}% > dataset.max_bad_fraction={max_bad_fraction}); fix or "
-                         f"delete them (first: {problems[0]}), or raise dataset.max_bad_fraction.")
-
-
 def first_bad(present: np.ndarray, masks: list[np.ndarray], files: list[list[Path]],
               lut: np.ndarray) -> tuple[Path, int] | None:
     """The first mask file holding a value the lookup table marks invalid (-1), and that value; the search
@@ -97,7 +85,8 @@ def load_pairs(train: Pairs, test: Pairs | None, problems: list[str], *, seed: i
     train, test = split_pairs(train, test, test_split, limit, seed)
     total = len(problems) + len(train) + len(test)  # unpaired files, and the pairs about to be decoded
     (x, y, y_files), (x_test, y_test, test_files) = (decode_pairs(p, settings, problems) for p in (train, test))
-    check_skipped(problems, total, max_bad_fraction, where)
+    limit_bad_share(problems, total, max_bad_fraction, where, "image/mask files",
+                    "cannot be read or lack their partner")
     present = np.flatnonzero(np.bincount(y.ravel(), minlength=256) + np.bincount(y_test.ravel(), minlength=256))
     lut, names = classes(present, [y, y_test], [y_files, test_files])
     lut = lut.astype(np.uint8)

@@ -6,6 +6,30 @@ import keras
 from keras import ops
 
 
+def pixel_cross_entropy(labels, y_pred):
+    """Sparse cross-entropy per image, averaged over its pixels. Computed on (pixels, classes) rows: Keras's
+    4-D sparse cross-entropy fails in PyTorch's backward pass ("grad_input must be contiguous")."""
+    classes = y_pred.shape[-1]
+    rows = keras.losses.sparse_categorical_crossentropy(ops.reshape(labels, (-1,)), ops.reshape(y_pred, (-1, classes)))
+    return ops.mean(ops.reshape(rows, (ops.shape(y_pred)[0], -1)), axis=-1)
+
+
+def squeezed_labels(y_true, y_pred):
+    labels = ops.cast(y_true, "int32")
+    return ops.squeeze(labels, -1) if len(labels.shape) == len(y_pred.shape) else labels  # (batch, h, w, 1) masks
+
+
+@keras.saving.register_keras_serializable(package="nnlab")
+class PixelCrossEntropy(keras.losses.Loss):
+    """Sparse categorical cross-entropy over the pixels of each image (see pixel_cross_entropy)."""
+
+    def __init__(self, name: str = "sparse_categorical_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return pixel_cross_entropy(squeezed_labels(y_true, y_pred), y_pred)
+
+
 @keras.saving.register_keras_serializable(package="nnlab")
 class Dice(keras.losses.Loss):
     """1 - the soft Dice coefficient averaged over the classes (each class weighs the same, however small), plus
@@ -17,18 +41,15 @@ class Dice(keras.losses.Loss):
         self.num_classes, self.cross_entropy, self.smooth = int(num_classes), bool(cross_entropy), float(smooth)
 
     def call(self, y_true, y_pred):
-        labels = ops.cast(y_true, "int32")
-        if len(labels.shape) == len(y_pred.shape):  # (batch, h, w, 1) masks
-            labels = ops.squeeze(labels, -1)
+        labels = squeezed_labels(y_true, y_pred)
         onehot = ops.one_hot(labels, self.num_classes, dtype=y_pred.dtype)
         axes = tuple(range(len(y_pred.shape) - 1))  # batch and pixels: one coefficient per class
         overlap = ops.sum(onehot * y_pred, axis=axes)
         total = ops.sum(onehot, axis=axes) + ops.sum(y_pred, axis=axes)
-        loss = 1.0 - ops.mean((2.0 * overlap + self.smooth) / (total + self.smooth))
-        if self.cross_entropy:
-            loss = loss + ops.mean(keras.losses.sparse_categorical_crossentropy(labels, y_pred))
         # Keras expects a loss per sample; the batch-level coefficient is the same for every sample.
-        return ops.ones_like(y_pred[:, 0, 0, 0]) * loss
+        dice = ops.mean((2.0 * overlap + self.smooth) / (total + self.smooth))
+        loss = ops.ones_like(y_pred[:, 0, 0, 0]) * (1.0 - dice)
+        return loss + pixel_cross_entropy(labels, y_pred) if self.cross_entropy else loss
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "cross_entropy": self.cross_entropy,

@@ -50,7 +50,8 @@ class Regression(Task):
         from nnlab import plots
 
         scale = data.target_scale or (0.0, 1.0)
-        truth, guess = (np.asarray(v, np.float64).reshape(-1) * scale[1] + scale[0] for v in (data.test[1], predictions))
+        truth, guess = (np.asarray(v, np.float64).reshape(-1) * scale[1] + scale[0]
+                        for v in (data.test[1], predictions))
         fig = plots.predicted_vs_true(truth, guess, f"{title}: test set")
         sink.figure(fig, "predictions.png")
         plots.close(fig)

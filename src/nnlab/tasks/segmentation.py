@@ -47,6 +47,8 @@ class Segmentation(Task):
 
         if name in ("dice", "ce_dice"):
             return losses.Dice(num_classes, cross_entropy=name == "ce_dice", **(options or {}))
+        if (name or self.default_loss(num_classes)) == "sparse_categorical_crossentropy" and not options:
+            return losses.PixelCrossEntropy()
         return super().loss(name, options, num_classes)
 
     def metric(self, name: str, num_classes: int):
@@ -117,7 +119,8 @@ def none_if_nan(value: float) -> float | None:
 
 
 def iou_markdown(rows: list[dict], title: str) -> str:
-    lines = [f"# Per-class IoU and Dice: {title} (test set)", "", "| class | IoU | Dice | pixels |", "|---|---|---|---|"]
+    lines = [f"# Per-class IoU and Dice: {title} (test set)", "",
+             "| class | IoU | Dice | pixels |", "|---|---|---|---|"]
     lines += [f"| {r['class']} | {fmt(r['iou'])} | {fmt(r['dice'])} | {r['pixels']:,} |" for r in rows]
     return "\n".join(lines) + "\n"
 
