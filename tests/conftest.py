@@ -64,3 +64,27 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) 
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def nnlab_main(tmp_path, monkeypatch, capsys):
+    """`nnlab ARGS` in this process, in tmp_path: (exit status, stderr lines); restores what main() changes.
+    Hydra's logging set-up is left out: in a process where absl (TensorFlow) is loaded, re-configuring the root
+    logger closes absl's stream, which under pytest is the capture file."""
+    import signal
+
+    from nnlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for var in ("HYDRA_FULL_ERROR", "TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL"):
+        monkeypatch.delenv(var, raising=False)
+    sigterm = signal.getsignal(signal.SIGTERM)
+
+    def call(*args: str) -> tuple[int, list[str]]:
+        monkeypatch.setattr(sys, "argv", ["nnlab", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
+        with pytest.raises(SystemExit) as stop:
+            main()
+        return stop.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+    yield call
+    signal.signal(signal.SIGTERM, sigterm)

@@ -67,3 +67,22 @@ def test_a_segmentation_job_logs_iou_masks_and_returns_the_validation_mean_iou(s
     assert {"test_mean_iou", "test_dice", "test_pixel_accuracy", "test_iou_background"} <= set(m)
     assert {"masks.png", "iou_per_class.md", "iou_per_class.json", "curves.png"} <= paths
     assert "confusion_matrix.png" not in paths and m["best_epoch"] in (1, 2)
+
+
+def test_early_stopping_stops_the_run_and_is_recorded_with_its_best_epoch(store):
+    # An improvement of 10 in val_loss never comes: epoch 1 stays the best and patience 1 stops after epoch 2.
+    _, run, _ = job(store, "trainer.epochs=20", "trainer.early_stopping.patience=1",
+                    "trainer.early_stopping.min_delta=10", "model.width=16")
+    assert run.data.tags["stopped_by"] == "early_stopping"
+    assert run.data.metrics["epochs_run"] == 2 and run.data.metrics["best_epoch"] == 1
+
+
+def test_the_pets_unet_preset_trains_on_the_oxford_pets_layout(store, tmp_path):
+    from data_fixtures import make_oxford_pets
+
+    root = make_oxford_pets(tmp_path / "oxford-pets")
+    _, run, paths = job(store, "+experiment=pets_unet", f"dataset.path={root}", "dataset.image_size=[32,32]",
+                        "model.depth=2", "model.filters=4", "trainer.epochs=1", "trainer.batch_size=8",
+                        "tracking.experiment=inproc")
+    assert run.data.tags["task"] == "segmentation" and run.data.params["dataset.name"] == "oxford_pets"
+    assert "test_iou_pet" in run.data.metrics and "masks.png" in paths

@@ -2,7 +2,6 @@
 imported: one line on stderr naming the key, what is allowed and the closest valid name, exit status 2."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,7 +11,6 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from nnlab.cli import main
 from nnlab.config import checks
 from nnlab.errors import ConfigError
 
@@ -102,24 +100,10 @@ def no_run(*args, **kwargs):
 
 
 @pytest.fixture
-def nnlab(tmp_path, monkeypatch, capsys):
-    """`nnlab ARGS` in this process (in tmp_path): (exit status, stderr lines); restores what main() changes.
-    Hydra's logging set-up is left out: in a process where absl (TensorFlow) is loaded, re-configuring the root
-    logger closes absl's stream, which under pytest is the capture file."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("nnlab.track.start_run", no_run)  # a value let through fails here, without training
-    for var in ("HYDRA_FULL_ERROR", "TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL"):
-        monkeypatch.delenv(var, raising=False)
-    sigterm = signal.getsignal(signal.SIGTERM)
-
-    def call(*args: str) -> tuple[int, list[str]]:
-        monkeypatch.setattr(sys, "argv", ["nnlab", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"])
-        with pytest.raises(SystemExit) as stop:
-            main()
-        return stop.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-
-    yield call
-    signal.signal(signal.SIGTERM, sigterm)
+def nnlab(nnlab_main, monkeypatch):
+    """nnlab_main (conftest.py), with runs refused: a value let through fails at once, without training."""
+    monkeypatch.setattr("nnlab.track.start_run", no_run)
+    return nnlab_main
 
 
 @pytest.mark.parametrize(("overrides", "fragments"), CASES, ids=[case_id(c) for c in CASES])

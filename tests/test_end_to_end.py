@@ -138,7 +138,7 @@ def test_a_terminated_job_marks_its_run_killed(tmp_path, store):
     assert run.info.status == "KILLED" and "KeyboardInterrupt" in run.data.tags["error"]
 
 
-def test_time_budget_and_early_stopping_are_recorded(cli, tmp_path, store):
+def test_the_time_budget_stops_a_run_and_is_recorded(cli, tmp_path, store):
     result = cli("trainer.epochs=500", "trainer.max_minutes=0.05", "dataset.limit=200",
                  f"tracking.uri={store}", "tracking.experiment=budget", "trainer.save_model=false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -151,3 +151,16 @@ def test_kill_9_mid_run_then_nnlab_resume_finishes_the_planned_epochs(tmp_path):
     client, again = only_run(store)
     assert again.info.status == "FINISHED" and again.data.metrics["epochs_run"] == 40
     assert steps(client, run.info.run_id) == list(range(1, 41))
+
+
+def test_the_config_form_resumes_a_run_too(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        app.run(composed(store, "trainer.epochs=3"))
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    _, run = only_run(store)
+    app.run(composed(store, f"tracking.resume={run.info.run_id}"))
+    client, again = only_run(store)
+    assert again.info.status == "FINISHED" and steps(client, run.info.run_id) == [1, 2, 3]

@@ -155,3 +155,38 @@ def test_jobs_find_a_relative_sweep_folder_from_their_own_folder_and_stay_in_the
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(j.data.tags["nnlab.requested_experiment"] for j in jobs) == ["x", "y"]
     assert (tmp_path / "rel" / SWEEP_FILE).is_file()
+
+
+def test_sigterm_to_a_joblib_worker_ends_its_run_killed_and_leaves_nothing_running(tmp_path, store):
+    """The signal handler is installed in each job's own process, so a worker killed by SIGTERM (a cluster's
+    pre-emption, an impatient user) closes its run as KILLED, and the sweep closes the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "nnlab", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.width=16,24",
+         "trainer.epochs=2000", "trainer.max_minutes=1", "trainer.batch_size=32", "dataset.limit=300",
+         "trainer.plot_model=false", "trainer.save_model=false", f"tracking.uri={store}", "tracking.experiment=term",
+         f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    victim, deadline = None, time.time() + 240
+    while victim is None and time.time() < deadline:
+        time.sleep(1)
+        try:
+            _, _, jobs = runs_by_role(store, "term")
+        except Exception:  # noqa: BLE001  (the store or experiment may not exist yet)
+            continue
+        running = [j for j in jobs if j.info.status == "RUNNING" and "nnlab.pid" in j.data.tags]
+        victim = running[0] if running else None
+    assert victim is not None, "no job started"
+    worker = int(victim.data.tags["nnlab.pid"])
+    assert worker != sweep.pid  # a joblib worker process, not the launcher
+    os.kill(worker, signal.SIGTERM)
+    sweep.communicate(timeout=300)
+    client, parents, jobs = runs_by_role(store, "term")
+    assert client.get_run(victim.info.run_id).info.status == "KILLED"
+    assert not [r for r in (*parents, *jobs) if r.info.status == "RUNNING"]

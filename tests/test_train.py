@@ -207,3 +207,21 @@ def test_time_budget_spans_all_stages(monkeypatch):
                          AdamConfig(learning_rate=0.01))
     assert result.stopped_by == "time_budget"
     assert result.epochs_run < 20 and result.stage_starts == []  # stopped in stage 1: stage 2 never ran
+
+
+def test_a_budget_spent_on_a_stages_last_epoch_starts_no_further_stage(monkeypatch):
+    """The budget runs out exactly as stage 1 ends: stage 2 must not start (it used to, for one more epoch)."""
+    from nnlab.callbacks import TimeBudget
+
+    def out_of_time_after_epoch_2(self, epoch, logs=None):
+        if epoch + 1 == 2:
+            self.stopped, self.model.stop_training = True, True
+
+    monkeypatch.setattr(TimeBudget, "on_epoch_end", out_of_time_after_epoch_2)
+    data = tiny_data()
+    model = build_model({"name": "mlp", "widths": [8]}, data.input_shape, data.task, data.num_classes)
+    stages = [StageConfig(epochs=2, trainable="none"), StageConfig(epochs=3, trainable="all")]
+    result = train.train(model, data, dataclasses.replace(TRAINER, stages=stages, max_minutes=5),
+                         AdamConfig(learning_rate=0.01))
+    assert result.epochs_run == 2 and result.stage_starts == []
+    assert result.stopped_by == "time_budget"

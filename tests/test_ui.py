@@ -1,4 +1,5 @@
-"""A sweep as a person sees it: `mlflow server` on a fresh store, opened in headless Chromium.
+"""A sweep as a person sees it: nnlab's own sweep of tiny digits jobs, then `mlflow server` on its store, opened
+in headless Chromium.
 
 Marker `ui`; `make test-ui` installs playwright and Debian's chromium. Elsewhere the test skips
 with the reason (playwright cannot download its own browser here, so we drive the system one).
@@ -19,10 +20,10 @@ import pytest
 pytestmark = pytest.mark.ui
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (make test-ui)")
 
-from nnlab.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG  # noqa: E402  (the tags nnlab's sweeps write)
+from nnlab.track import ROLE_TAG, SWEEP_TAG  # noqa: E402  (the tags nnlab's sweeps write)
 
-SWEEP = "sweep-demo"
-CHILDREN = {"depth-2": (2, 0.81), "depth-3": (3, 0.86), "depth-5": (5, 0.9)}  # name: (depth, test_accuracy)
+DEPTHS = (1, 2, 3)
+CHILDREN = [f"model.depth={d}" for d in DEPTHS]  # nnlab names a sweep's jobs by the overrides that differ
 COLUMNS = ["test_accuracy", "val_loss", "model.depth"]
 # Lean server. MLflow 3.17 defaults (4 uvicorn workers plus a huey job runner) measured 15 processes,
 # 2.4 GB RSS and /health after 40 s on a 2-core box shared with a benchmark (2.7 GB, 14 s unloaded);
@@ -41,23 +42,22 @@ def chromium() -> str:
     return found or pytest.skip(f"no Chromium executable at {', '.join(filter(None, candidates))}; make test-ui")
 
 
-def seed_sweep(uri: str, artifacts: Path) -> str:
-    """A parent run and three finished children, tagged the way nnlab's sweeps tag them."""
+def run_sweep(uri: str, folder: Path) -> tuple[str, str]:
+    """`nnlab -m model.depth=1,2,3` on digits, as a user runs it: (experiment id, the sweep's parent run name)."""
     from mlflow.tracking import MlflowClient
 
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    done = subprocess.run([sys.executable, "-m", "nnlab", "-m", f"model.depth={','.join(map(str, DEPTHS))}",
+                           "model.width=16", "trainer.epochs=3", "trainer.plot_model=false", f"tracking.uri={uri}",
+                           "tracking.experiment=ui-check", f"hydra.sweep.dir={folder}/sweep"],
+                          cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(uri)
-    exp_id = client.create_experiment("ui-check", artifact_location=artifacts.as_uri())
-    parent = client.create_run(exp_id, run_name=SWEEP, tags={SWEEP_TAG: SWEEP, ROLE_TAG: "sweep"}).info.run_id
-    for name, (depth, accuracy) in CHILDREN.items():
-        tags = {PARENT_TAG: parent, SWEEP_TAG: SWEEP, ROLE_TAG: "job"}
-        run_id = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
-        client.log_param(run_id, "model.depth", depth)
-        for step in range(3):
-            client.log_metric(run_id, "val_loss", 1.0 / (depth + step), step=step)
-        client.log_metric(run_id, "test_accuracy", accuracy)
-        client.set_terminated(run_id, "FINISHED")
-    client.set_terminated(parent, "FINISHED")
-    return exp_id
+    exp_id = client.get_experiment_by_name("ui-check").experiment_id
+    (parent,) = [r for r in client.search_runs([exp_id]) if r.data.tags.get(ROLE_TAG) == "sweep"]
+    assert parent.data.tags[SWEEP_TAG] == parent.info.run_name
+    return exp_id, parent.info.run_name
 
 
 def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 60) -> float:
@@ -76,8 +76,8 @@ def wait_healthy(proc: subprocess.Popen, url: str, log: Path, timeout: float = 6
 @pytest.fixture
 def server(tmp_path: Path, request):
     """`mlflow server` on a private store and port; its whole process group dies with the test."""
-    db, artifacts, log = tmp_path / "mlflow.db", tmp_path / "artifacts", tmp_path / "server.log"
-    exp_id = seed_sweep(f"sqlite:///{db}", artifacts)
+    db, artifacts, log = tmp_path / "mlflow.db", tmp_path / "mlartifacts", tmp_path / "server.log"
+    exp_id, sweep = run_sweep(f"sqlite:///{db}", tmp_path)
     with socket.socket() as sock:  # a free port; the tiny race with other binders is acceptable
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -89,7 +89,7 @@ def server(tmp_path: Path, request):
                                 start_new_session=True)
     request.addfinalizer(lambda: stop(proc))
     print(f"mlflow server healthy after {wait_healthy(proc, f'http://127.0.0.1:{port}/health', log):.1f} s")
-    return f"http://127.0.0.1:{port}", exp_id
+    return f"http://127.0.0.1:{port}", exp_id, sweep
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -115,10 +115,10 @@ def visible(locator) -> None:
     sync_api.expect(locator.first).to_be_visible(timeout=TIMEOUT_MS)
 
 
-def expand_sweep(page) -> None:
+def expand_sweep(page, sweep: str) -> None:
     """MLflow lists a sweep's children collapsed under the parent row; its one button expands it."""
-    if not page.get_by_text(next(iter(CHILDREN)), exact=True).first.is_visible():
-        page.get_by_role("row").filter(has_text=SWEEP).get_by_role("button").first.click()
+    if not page.get_by_text(CHILDREN[0], exact=True).first.is_visible():
+        page.get_by_role("row").filter(has_text=sweep).get_by_role("button").first.click()
 
 
 def show_columns(page) -> None:
@@ -131,29 +131,30 @@ def show_columns(page) -> None:
     page.keyboard.press("Escape")
 
 
-def check_runs_page(page, url: str) -> None:
+def check_runs_page(page, url: str, sweep: str) -> None:
     page.goto(url)
-    visible(page.get_by_text(SWEEP, exact=True))
+    visible(page.get_by_text(sweep, exact=True))
     if page.get_by_text("MLflow Assistant").count():  # 3.17's side panel hides a third of the table
         page.get_by_role("button", name="Close").first.click()
-    expand_sweep(page)
+    expand_sweep(page, sweep)
     show_columns(page)
-    for name, (_, accuracy) in CHILDREN.items():
+    for name in CHILDREN:
         visible(page.get_by_text(name, exact=True))
-        visible(page.get_by_text(str(accuracy), exact=True))
     for column in COLUMNS:
         visible(page.get_by_role("columnheader", name=column))
+    for depth in DEPTHS:  # the swept parameter's values, in their column
+        visible(page.get_by_role("cell", name=str(depth), exact=True))
 
 
 def test_sweep_runs_and_metrics_visible(chromium, server, tmp_path):  # chromium first: skip before starting
-    base, exp_id = server
+    base, exp_id, sweep = server
     shot = tmp_path / "mlflow-ui-runs.png"
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1920, "height": 1000})
         page.set_default_timeout(TIMEOUT_MS)
         try:
-            check_runs_page(page, f"{base}/#/experiments/{exp_id}/runs")
+            check_runs_page(page, f"{base}/#/experiments/{exp_id}/runs", sweep)
         finally:  # a screenshot of a failure is the most useful one
             page.screenshot(path=str(shot), full_page=True)
             keep(shot)

@@ -2,6 +2,7 @@
 
 import importlib
 import importlib.util
+import os
 import shutil
 import sys
 from dataclasses import asdict, replace
@@ -111,6 +112,7 @@ def hydra_tags() -> dict[str, Any]:
 def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None = None
                   ) -> tuple[Task, dict[str, float], str]:
     """Load, build, train (from a checkpoint's `resume` state if given), evaluate and log into `run`."""
+    import_keras_quietly()
     from nnlab import plots, train
     from nnlab.data import load_dataset
 
@@ -147,6 +149,22 @@ def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | Non
     if folder and not trainer.keep_checkpoint:  # the run is complete: nothing left to resume
         shutil.rmtree(folder, ignore_errors=True)
     return task, metrics, result.stopped_by
+
+
+def import_keras_quietly() -> None:
+    """TensorFlow's native libraries print start-up lines (absl, oneDNN) to file descriptor 2 while they load,
+    whatever TF_CPP_MIN_LOG_LEVEL says; below level 2 (the CLI's default) they stay visible, as asked."""
+    if "keras" in sys.modules or int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") or 0) < 2:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def checkpoint_folder(trainer: TrainerConfig, run_id: str) -> str | None:
@@ -222,6 +240,11 @@ def run(cfg: DictConfig) -> float | None:
     import_plugins(list(cfg.plugins))
     typed: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     from nnlab import sweep, track
+
+    if typed.tracking.resume:  # the config form of `nnlab resume`, e.g. for a requeued cluster job
+        from nnlab.resume import resume
+
+        return resume(typed.tracking.resume, typed.tracking.uri)
 
     track.install_signal_handlers()  # SIGTERM ends this job's run KILLED, in joblib/submitit workers too
     tracking, tags = typed.tracking, run_tags(typed, track.git_commit())

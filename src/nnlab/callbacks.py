@@ -17,6 +17,7 @@ from typing import Any
 import keras
 
 from nnlab.errors import NnlabError
+from nnlab.files import fsync_dir, write_text
 from nnlab.optim import current_lr
 
 log = logging.getLogger(__name__)
@@ -120,24 +121,17 @@ def save_checkpoint(folder: Path, model: keras.Model, state: dict[str, Any]) -> 
     tmp = folder / f".tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     model.save_weights(tmp / WEIGHTS)
-    write_durably(tmp / STATE, json.dumps(state))
+    write_text(tmp / STATE, json.dumps(state))
     slot = folder / f"epoch-{state['epoch']:05d}"
     if slot.exists():
         shutil.rmtree(slot)
     os.replace(tmp, slot)
-    write_durably(folder / f".{LATEST}.tmp", slot.name)
-    os.replace(folder / f".{LATEST}.tmp", folder / LATEST)
+    fsync_dir(folder)
+    write_text(folder / LATEST, slot.name)
     for old in folder.glob("epoch-*"):
         if old != slot:
             shutil.rmtree(old, ignore_errors=True)
     return slot
-
-
-def write_durably(path: Path, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def load_checkpoint(folder: str | Path) -> tuple[dict[str, Any], Path] | None:

@@ -10,12 +10,15 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._builders: dict[str, Callable[..., Any]] = {}
+        self._info: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(self, name: str, **info: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """`info`: facts the caller may check before building (a model's `inputs`: images or sequences)."""
         def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._builders and self._builders[name] is not builder:
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._builders[name] = builder
+            self._info[name] = info
             return builder
 
         return decorator
@@ -25,6 +28,10 @@ class Registry:
             return self._builders[name]
         except KeyError:
             raise NnlabError(unknown_name(self.kind, name, self._builders)) from None
+
+    def info(self, name: str) -> dict[str, Any]:
+        self.get(name)  # an unknown name fails with the closest match
+        return self._info.get(name, {})
 
     def names(self) -> list[str]:
         return sorted(self._builders)

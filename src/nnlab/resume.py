@@ -66,7 +66,7 @@ def resume(run_id: str, uri: str | None = None) -> float | None:
     app.import_plugins(list(OmegaConf.create(yaml_text).get("plugins") or []))
     cfg = typed_config(yaml_text)
     experiment = client.get_experiment(run.info.experiment_id).name
-    tracking = replace(cfg.tracking, uri=uri, experiment=experiment, run_name=run.info.run_name)
+    tracking = replace(cfg.tracking, uri=uri, experiment=experiment, run_name=run.info.run_name, resume=None)
     with track.start_run(tracking, {"nnlab.resumed_from_epoch": state["epoch"]}, run_id=run_id) as logger:
         for step, metrics in missing_epochs(client, run_id, state).items():
             logger.metrics(metrics, step=step)

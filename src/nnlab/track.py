@@ -32,6 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from nnlab.config import TrackingConfig
 from nnlab.errors import NnlabError
+from nnlab.files import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -333,20 +334,6 @@ def export(path: Path, folder: Path) -> None:
     finally:
         partial.unlink(missing_ok=True)
     fsync_dir(folder)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @contextmanager

@@ -107,16 +107,19 @@ class FitResult:
     stopped_by: str  # "epochs" | "early_stopping" | "time_budget"
     monitor: str = "val_loss"
     stage_starts: list[int] = field(default_factory=list)  # 1-based first epoch of stages 2, 3, …
+    min_delta: float = 0.0  # early stopping's: a smaller change is no improvement
 
     @property
     def best_epoch(self) -> int | None:
-        """1-based, by the early-stopping monitor (the task's, e.g. val_loss, unless configured); never an epoch
-        whose monitored value is NaN."""
-        values = np.asarray(self.history.get(self.monitor) or [], np.float64)
-        if not np.isfinite(values).any():
-            return None
-        pick = np.nanargmax if higher_is_better(self.monitor) else np.nanargmin
-        return int(pick(np.where(np.isfinite(values), values, np.nan))) + 1
+        """1-based, by the early-stopping monitor (the task's, e.g. val_loss, unless configured), counted as
+        Keras's EarlyStopping counts it (an improvement beats the best so far by more than min_delta), so it is
+        the epoch whose weights restore_best_weights brings back; never an epoch whose value is NaN."""
+        sign = 1.0 if higher_is_better(self.monitor) else -1.0
+        best, best_value = None, -np.inf
+        for epoch, value in enumerate(self.history.get(self.monitor) or [], start=1):
+            if np.isfinite(value) and (best is None or sign * value - self.min_delta > best_value):
+                best, best_value = epoch, sign * value
+        return best
 
     def then(self, later: "FitResult", new_stage: bool = True) -> "FitResult":
         """This result followed by `later`: the next stage, or the rest of the same stage after a resume."""
@@ -124,11 +127,12 @@ class FitResult:
         history = {k: [*self.history.get(k, []), *later.history.get(k, [])] for k in keys}
         starts = [*self.stage_starts, self.epochs_run + 1] if new_stage else self.stage_starts
         return FitResult(history, self.seconds + later.seconds, self.epochs_run + later.epochs_run,
-                         later.stopped_by, later.monitor, starts)
+                         later.stopped_by, later.monitor, starts, later.min_delta)
 
     def state(self) -> dict[str, Any]:
         return {"history": self.history, "seconds": self.seconds, "epochs_run": self.epochs_run,
-                "stopped_by": self.stopped_by, "monitor": self.monitor, "stage_starts": self.stage_starts}
+                "stopped_by": self.stopped_by, "monitor": self.monitor, "stage_starts": self.stage_starts,
+                "min_delta": self.min_delta}
 
 
 def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg: OptimizerConfig,
@@ -240,7 +244,8 @@ def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Seque
             stopped_by = "early_stopping"
     if monitor not in history.history:  # a monitor the metrics do not log (trainer.metrics overridden)
         monitor = "val_loss" if data.val is not None else "loss"
-    return FitResult(history.history, seconds, epochs_run, stopped_by, monitor)
+    return FitResult(history.history, seconds, epochs_run, stopped_by, monitor,
+                     min_delta=es.min_delta if early is not None else 0.0)
 
 
 def evaluate(model: keras.Model, data: Data, batch_size: int) -> tuple[dict[str, float], np.ndarray]:

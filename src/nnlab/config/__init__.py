@@ -53,6 +53,7 @@ class TrackingConfig:
     run_name: str | None = None
     artifact_location: str | None = None  # None: ./mlartifacts beside a SQLite store
     tags: dict[str, str] = field(default_factory=dict)
+    resume: str | None = None  # a run id: continue that run from its checkpoint (what `nnlab resume ID` does)
 
 
 @dataclass

@@ -57,7 +57,8 @@ def find_classes(roots: list[Path], wanted: list[str] | None) -> tuple[list[str]
         log.warning("class folder '%s' holds no images: skipped", c)
     classes = [c for c in present if c not in empty]
     if not classes:
-        raise DataNotFoundError(f"No images found in class folders under {roots[0]}; expected {FOLDER_LAYOUT}.")
+        raise DataNotFoundError(f"No images found in class folders under {roots[0]}; expected "
+                                f"{roots[0]}/<class>/<image files> (jpg, png, …), one folder per class.")
     return classes, empty
 
 
@@ -143,6 +144,9 @@ def faces(
                     len(problems), table, folder, problems[0].rsplit(": ", 1)[-1])
     files = [folder / n for n, ok in zip(names, exists) if ok]
     targets = targets[exists]
+    if len(files) < 2:
+        raise DataNotFoundError(f"{len(files)} of the {len(names)} images that {table} names are in {folder}; put "
+                                f"the images there (or fix dataset.images_dir / dataset.file_column).")
     # The test rows are held out (by index) before `limit` and decoding, so a limit never shrinks the test set.
     (pool, _), (held, _) = holdout(np.arange(len(files)), targets, test_split=test_split, seed=seed, stratify=False)
     keep = pool[seeded_subset(targets[pool], limit, seed)]

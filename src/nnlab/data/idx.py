@@ -14,6 +14,7 @@ import numpy as np
 
 from nnlab.data import DATASETS, Data, split_train
 from nnlab.errors import DataNotFoundError, NnlabError
+from nnlab.files import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -124,20 +125,6 @@ def check_gzip(path: Path, url: str) -> None:
                 pass
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise OSError(f"{url} is not an intact gzip file ({err})") from err
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_idx_files(name: str, path: str | None, allow_download: bool) -> dict[str, np.ndarray]:

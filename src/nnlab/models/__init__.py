@@ -42,6 +42,7 @@ def assemble(kwargs: Mapping[str, Any], input_shape, task, num_classes, augment=
     kwargs = dict(kwargs)
     task = get_task(task)
     builder = kwargs.pop("name")
+    check_inputs(builder, tuple(input_shape))
     count = kwargs.pop("ensemble", None)
     count = 1 if count is None else int(count)
     if count < 1:
@@ -56,6 +57,18 @@ def assemble(kwargs: Mapping[str, Any], input_shape, task, num_classes, augment=
     else:
         outputs = ensemble(x, count, functools.partial(body, **kwargs), task, num_classes)
     return keras.Model(inputs, outputs, name=name or builder)
+
+
+INPUT_RANKS = {"images": (3, "images (height, width, channels)"), "sequences": (2, "sequences (steps, features)")}
+
+
+def check_inputs(builder: str, input_shape: tuple[int, ...]) -> None:
+    """A model registered for images or sequences refuses other data in one sentence, before Keras says ndim."""
+    needs = MODELS.info(builder).get("inputs")
+    if needs in INPUT_RANKS and len(input_shape) != INPUT_RANKS[needs][0]:
+        given = f"rows of {input_shape[0]} values" if len(input_shape) == 1 else f"arrays of shape {input_shape}"
+        raise NnlabError(f"model '{builder}' needs {INPUT_RANKS[needs][1]}, but the dataset gives {given}; choose a "
+                         f"model for this data (e.g. model=mlp) or a dataset of {needs}.")
 
 
 def ensemble(x, count: int, body, task: Task, num_classes: int):

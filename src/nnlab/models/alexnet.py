@@ -38,7 +38,7 @@ def stage(x, i: int, *, filters: int, kernel: int, depth: int, stride: int, pool
     return x
 
 
-@MODELS.register("alexnet")
+@MODELS.register("alexnet", inputs="images")
 def alexnet(x, *, filters: list[int], kernels: list[int],
             stem_stride: int, pool_after: list[int], dense: list[int],
             width: float, depth: int, batch_norm: bool, dropout: float,

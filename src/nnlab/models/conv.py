@@ -28,7 +28,7 @@ def conv_block(x, i: int, *, filters: int, kernel: int = 3, convs: int = 1, pool
     return x
 
 
-@MODELS.register("cnn")
+@MODELS.register("cnn", inputs="images")
 def cnn(x, *, blocks: list[Mapping[str, Any]], dense: list[int], activation: str,
         batch_norm: bool, dropout: float, global_pool: bool, l2: float):
     """Conv-pool `blocks` (filters, kernel, convs, pool, dropout), then `dense` layers with `dropout`."""

@@ -49,7 +49,7 @@ def check(stages, filters, block: str, width: float) -> None:
                          "use at least one stage, at least one block per stage, and width > 0.")
 
 
-@MODELS.register("resnet")
+@MODELS.register("resnet", inputs="images")
 def resnet(x, *, stages: list[int], filters: list[int], block: str,
            stem_filters: int, stem_kernel: int, stem_stride: int, stem_pool: bool,
            width: float, dropout: float, l2: float):

@@ -18,7 +18,7 @@ def check(x, units, cell: str) -> None:
                          f"{tuple(x.shape[1:])}; use a sequence dataset such as airline, or another model.")
 
 
-@MODELS.register("lstm")
+@MODELS.register("lstm", inputs="sequences")
 def lstm(x, *, units: list[int], cell: str, bidirectional: bool,
          dropout: float, recurrent_dropout: float, dense: list[int], activation: str):
     """Stacked `cell` layers of `units` (optionally bidirectional), then `dense` layers; `dropout` applies to

@@ -100,7 +100,7 @@ def copy_weights(source: keras.Model, target: keras.Model, origin: str) -> None:
     target.set_weights(source.get_weights())
 
 
-@MODELS.register("transfer")
+@MODELS.register("transfer", inputs="images")
 def transfer(x, *, backbone: str, weights: str | None, trainable: Any,
              backbone_kwargs: dict[str, Any] | None, resize: Sequence[int] | None,
              preprocess: str, freeze_batch_norm: bool | None, pooling: str,

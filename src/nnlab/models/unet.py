@@ -20,7 +20,7 @@ from nnlab.models.transfer import (BACKBONE, application, load_weights, preproce
 UPSAMPLINGS = ("transpose", "bilinear")
 
 
-@MODELS.register("unet")
+@MODELS.register("unet", inputs="images")
 def unet(x, *, depth: int, filters: int, width: float, convs: int, batch_norm: bool, dropout: float,
          upsampling: str, activation: str, l2: float, backbone: str | None, weights: str | None,
          backbone_kwargs: dict[str, Any], preprocess: str, freeze_batch_norm: bool | None):
