@@ -172,7 +172,7 @@ def test_sigterm_to_a_joblib_worker_ends_its_run_killed_and_leaves_nothing_runni
          "trainer.epochs=2000", "trainer.max_minutes=1", "trainer.batch_size=32", "dataset.limit=300",
          "trainer.plot_model=false", "trainer.save_model=false", f"tracking.uri={store}", "tracking.experiment=term",
          f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True)
+        stderr=(tmp_path / "stderr.txt").open("w"))  # a file, not a pipe nobody reads while it runs
     victim, deadline = None, time.time() + 240
     while victim is None and time.time() < deadline:
         time.sleep(1)
@@ -186,7 +186,7 @@ def test_sigterm_to_a_joblib_worker_ends_its_run_killed_and_leaves_nothing_runni
     worker = int(victim.data.tags["nnlab.pid"])
     assert worker != sweep.pid  # a joblib worker process, not the launcher
     os.kill(worker, signal.SIGTERM)
-    sweep.communicate(timeout=300)
+    sweep.wait(timeout=300)
     client, parents, jobs = runs_by_role(store, "term")
     assert client.get_run(victim.info.run_id).info.status == "KILLED"
     assert not [r for r in (*parents, *jobs) if r.info.status == "RUNNING"]

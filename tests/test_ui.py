@@ -143,7 +143,7 @@ def check_runs_page(page, url: str, sweep: str) -> None:
     for column in COLUMNS:
         visible(page.get_by_role("columnheader", name=column))
     for depth in DEPTHS:  # the swept parameter's values, in their column
-        visible(page.get_by_role("cell", name=str(depth), exact=True))
+        visible(page.get_by_text(str(depth), exact=True))
 
 
 def test_sweep_runs_and_metrics_visible(chromium, server, tmp_path):  # chromium first: skip before starting
