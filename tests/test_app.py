@@ -86,3 +86,43 @@ def test_the_pets_unet_preset_trains_on_the_oxford_pets_layout(store, tmp_path):
                         "tracking.experiment=inproc")
     assert run.data.tags["task"] == "segmentation" and run.data.params["dataset.name"] == "oxford_pets"
     assert "test_iou_pet" in run.data.metrics and "masks.png" in paths
+
+
+def test_a_job_logs_its_splits_as_datasets_its_model_as_an_mlflow_model_and_a_one_line_description(store):
+    import re
+
+    _, run, paths = job(store, "trainer.epochs=2", "model.width=16")
+    client = MlflowClient(store)
+    inputs = {i.dataset.name: [t.value for t in i.tags] for i in run.inputs.dataset_inputs}
+    assert inputs == {"digits-train": ["training"], "digits-val": ["validation"], "digits-test": ["test"]}
+    assert {i.dataset.source_type for i in run.inputs.dataset_inputs} == {"code"}  # bundled: no files of its own
+    (output,) = run.outputs.model_outputs
+    logged = client.get_logged_model(output.model_id)
+    assert logged.name == "model" and logged.source_run_id == run.info.run_id
+    assert {"model/model.keras", "model/MLmodel"} <= paths  # the run's file and the MLflow Model side by side
+    note = run.data.tags["mlflow.note.content"]
+    accuracy = 100 * run.data.metrics["test_accuracy"]
+    assert re.fullmatch(r"mlp on digits: test accuracy \d+\.\d%, trained all 2 epochs", note)
+    assert f"{accuracy:.1f}%" in note
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_time_budget_stop_is_in_the_description_and_without_a_saved_model_no_mlflow_model(store):
+    _, run, paths = job(store, "trainer.epochs=5", "trainer.max_minutes=0.00001", "model.width=8",
+                        "trainer.save_model=false")
+    assert run.data.tags["stopped_by"] == "time_budget"
+    assert run.data.tags["mlflow.note.content"].endswith("stopped by the time budget after epoch 1 of 5")
+    assert run.outputs is None or not run.outputs.model_outputs
+    assert not any(p.startswith("model/") for p in paths)
+
+
+def test_the_description_gives_scores_as_percentages_and_errors_as_numbers():
+    from nnlab.tasks import get_task
+
+    assert get_task("classification").describe({"test_accuracy": 0.92561}) == "test accuracy 92.6%"
+    assert get_task("segmentation").describe({"test_mean_iou": 0.7134}) == "test mean IoU 71.3%"
+    assert get_task("regression").describe({"test_mae": 0.31234}) == "test MAE 0.3123"
+    assert (get_task("regression").describe({"test_mae": 0.31234, "test_mae_original": 2.4139})
+            == "test MAE 0.3123 (2.414 in the target's units)")
+    assert get_task("regression").describe({}) == "no test MAE"

@@ -139,3 +139,59 @@ def test_segmentation_runs_are_sorted_by_mean_iou_with_their_tasks_columns(store
     assert list(result.table["trainer.loss"]) == ["ce_dice", "sparse_categorical_crossentropy", "dice"]
     assert {"val_mean_iou", "train_mean_iou", "test_dice"} <= set(result.table)
     assert "test_accuracy" not in result.table  # not a segmentation column (a logged stray stays out)
+
+
+def attach_model(client, run_id, name="model", status="READY"):
+    """What RunLogger.model records for a run: a logged model named `name`, linked as the run's output."""
+    from mlflow.entities import LoggedModelOutput
+
+    model = client.create_logged_model(client.get_run(run_id).info.experiment_id, name=name, source_run_id=run_id)
+    client.finalize_logged_model(model.model_id, status)
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    return model.model_id
+
+
+def test_register_makes_the_best_runs_model_a_new_registry_version(sweep):
+    client, parent = sweep
+    runs = {r.info.run_name: r.info.run_id for r in client.search_runs([client.get_run(parent).info.experiment_id])}
+    models = {name: attach_model(client, runs[name]) for name in ("model.depth=2", "model.depth=5", "model.depth=3")}
+    result = report.build(client, parent=parent)
+    said = report.register_best(client, result, "digits-depth")
+    assert "model.depth=5" in said and "'digits-depth' version 1" in said and "test_accuracy 0.9" in said
+    (version,) = client.search_model_versions("name = 'digits-depth'")
+    assert version.run_id == runs["model.depth=5"]  # the best test accuracy
+    assert version.source == f"models:/{models['model.depth=5']}"
+    again = report.register_best(client, report.build(client, parent=parent, sort="model.depth"), "digits-depth")
+    assert "model.depth=2" in again and "version 2" in again  # the first row of the report's own sort
+
+
+def test_register_takes_the_lowest_error_for_regression_and_skips_failed_or_other_models(store):
+    client = MlflowClient(store)
+    exp = client.create_experiment("boston")
+    ids = {loss: log_run(client, exp, loss, {"trainer.loss": loss}, {"test_mae": mae, "test_loss": mae})
+           for loss, mae in (("mse", 2.5), ("huber", 2.2))}
+    good = attach_model(client, ids["huber"])
+    attach_model(client, ids["huber"], status="FAILED")  # a save that failed half-way
+    attach_model(client, ids["huber"], name="checkpoint")  # another model of the run, not nnlab's
+    said = report.register_best(client, report.build(client, experiment="boston"), "boston")
+    assert "'huber'" in said and "test_mae 2.2" in said
+    assert client.get_model_version("boston", "1").source == f"models:/{good}"
+
+
+def test_register_without_a_logged_model_says_so_in_one_sentence(sweep):
+    client, parent = sweep
+    with pytest.raises(NnlabError, match=r"^The best run of 'depth-sweep', run 'model.depth=5' \(\w+\), has no logged "
+                                         r"MLflow model .*nothing was registered\.$"):
+        report.register_best(client, report.build(client, parent=parent), "digits-depth")
+    assert client.search_registered_models() == []
+
+
+def test_nnlab_report_register_prints_the_version(sweep, tmp_path, capsys):
+    from nnlab.cli import report_main
+
+    client, parent = sweep
+    run_id = client.search_runs([client.get_run(parent).info.experiment_id], "attributes.run_name = 'model.depth=5'")[0]
+    attach_model(client, run_id.info.run_id)
+    report_main(["--parent", parent, "--uri", client.tracking_uri, "--out", str(tmp_path / "rep"), "--register",
+                 "best-depth"])
+    assert "as 'best-depth' version 1 (models:/best-depth/1)" in capsys.readouterr().out

@@ -90,7 +90,8 @@ def test_an_interrupted_run_resumes_in_the_same_run_with_every_epoch_once(store,
 
 def test_resume_continues_stages_where_they_were(store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    stages = "trainer.stages=[{epochs:2,trainable:none,learning_rate:0.01},{epochs:3,trainable:all,learning_rate:0.001}]"
+    stages = ("trainer.stages=[{epochs:2,trainable:none,learning_rate:0.01},"
+              "{epochs:3,trainable:all,learning_rate:0.001}]")
     interrupt_after(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         app.run(composed(store, stages))

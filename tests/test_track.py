@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import keras
 import pytest
 from mlflow.tracking import MlflowClient
@@ -44,7 +46,7 @@ def test_a_finished_run_keeps_params_tags_metrics_and_artifacts(store):
     assert [m.value for m in client.get_metric_history(result.info.run_id, "loss")] == [0.5, 0.25]
     assert "skipped" not in result.data.metrics
     paths = {a.path for a in client.list_artifacts(result.info.run_id, "model")}
-    assert paths == {"model/model.keras"}
+    assert "model/model.keras" in paths and "model/model.h5" not in paths  # beside the MLflow Model's files
 
 
 def test_an_exception_marks_the_run_failed_with_the_error(store):
@@ -126,3 +128,118 @@ def test_a_failed_model_export_leaves_neither_a_partial_nor_a_target(tmp_path, m
     with pytest.raises(OSError, match="No space"):
         track.export(source, tmp_path / "export")
     assert list((tmp_path / "export").iterdir()) == []
+
+
+def logged_models(client, run):
+    return client.search_logged_models([run.info.experiment_id])
+
+
+def test_new_and_untagged_experiments_are_tagged_as_model_training(store):
+    client = MlflowClient(store)
+    made = client.get_experiment(track.open_store(store, "fresh")[2])
+    assert made.tags[track.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    old = client.create_experiment("older")  # made before nnlab tagged its experiments
+    other = client.create_experiment("agents", tags={track.EXPERIMENT_KIND_TAG: "genai_development"})
+    assert track.open_store(store, "older")[2] == old
+    track.open_store(store, "agents")
+    assert client.get_experiment(old).tags[track.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert client.get_experiment(other).tags[track.EXPERIMENT_KIND_TAG] == "genai_development"  # a kind chosen stays
+
+
+def test_a_saved_model_is_also_an_mlflow_model_with_signature_and_input_example(store):
+    import mlflow
+    import numpy as np
+
+    x = np.arange(12, dtype="float32").reshape(6, 2)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, activation="softmax")])
+    with track.start_run(tracking(store), {}) as run:
+        model_id = run.model(model, example=x[:2])
+    client, result = only_run(store)
+    (logged,) = logged_models(client, result)
+    assert logged.model_id == model_id and logged.name == "model" and str(logged.status) == "READY"
+    assert logged.source_run_id == result.info.run_id
+    assert [o.model_id for o in result.outputs.model_outputs] == [model_id]
+    info = mlflow.models.get_model_info(f"runs:/{result.info.run_id}/model")
+    assert info.flavors.keys() >= {"keras", "python_function"}
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 2)}
+    assert info.signature.outputs.to_dict()[0]["tensor-spec"] == {"dtype": "float32", "shape": (-1, 3)}
+    folder = mlflow.artifacts.download_artifacts(f"models:/{model_id}")
+    assert np.array_equal(mlflow.models.Model.load(folder).load_input_example(folder), x[:2])
+    served = mlflow.pyfunc.load_model(f"runs:/{result.info.run_id}/model").predict(x)
+    np.testing.assert_allclose(served, model.predict(x, verbose=0), rtol=1e-6)
+    requirements = (Path(folder) / "requirements.txt").read_text()
+    assert f"keras=={keras.__version__}" in requirements.split()  # pinned, without a subprocess inferring them
+
+
+def test_a_failed_mlflow_model_save_leaves_neither_model_files_nor_a_logged_model(store, monkeypatch):
+    def broken(path, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(track.KERAS_FLAVOR, "save_model", broken)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    with pytest.raises(OSError, match="No space"):
+        with track.start_run(tracking(store), {}) as run:
+            run.model(model, formats=("keras", "h5"))
+    client, result = only_run(store)
+    assert result.info.status == "FAILED"
+    assert not [a for a in client.list_artifacts(result.info.run_id) if a.path == "model"]
+    assert list(logged_models(client, result)) == []  # created by MLflow before the save, then deleted
+
+
+def test_data_splits_are_logged_as_dataset_inputs_with_context_source_and_digest(store, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    splits = {"train": (rng.random((20, 3)), np.arange(20)), "val": None, "test": (rng.random((5, 3)), np.arange(5))}
+    with track.start_run(tracking(store), {}) as run:
+        run.datasets(splits, "boston", str(tmp_path))
+        run.datasets({"train": splits["train"]}, "digits", "bundled")
+    _, result = only_run(store)
+    found = {i.dataset.name: i for i in result.inputs.dataset_inputs}
+    assert set(found) == {"boston-train", "boston-test", "digits-train"}  # no validation split: none logged
+    assert [t.value for t in found["boston-train"].tags] == ["training"]
+    assert [t.value for t in found["boston-test"].tags] == ["test"]
+    train = found["boston-train"].dataset
+    assert train.source_type == "local" and str(tmp_path) in train.source
+    assert found["digits-train"].dataset.source_type == "code" and "bundled" in found["digits-train"].dataset.source
+    assert found["boston-train"].dataset.digest == track.array_digest(*splits["train"])
+    assert '"features_shape": [20, 3]' in found["boston-train"].dataset.profile
+
+
+def test_the_dataset_digest_follows_the_data_and_stays_cheap_for_big_image_arrays():
+    import time
+
+    import numpy as np
+
+    images = np.random.default_rng(0).integers(0, 256, (60000, 28, 28), dtype=np.uint8)
+    labels = np.arange(60000) % 10
+    start = time.perf_counter()
+    digest = track.array_digest(images, labels)
+    assert time.perf_counter() - start < 1.0
+    assert digest == track.array_digest(images.copy(), labels.copy())
+    assert digest != track.array_digest(images[:-1], labels[:-1])  # a shape
+    assert digest != track.array_digest(images, np.roll(labels, 1))  # the targets
+    changed = images.copy()
+    changed[-1, 0, 0] ^= 1  # the last row is always sampled
+    assert digest != track.array_digest(changed, labels)
+
+
+def test_a_note_becomes_the_runs_description(store):
+    with track.start_run(tracking(store), {}) as run:
+        run.note("cnn on fashion_mnist: test accuracy 92.6%")
+    _, result = only_run(store)
+    assert result.data.tags["mlflow.note.content"] == "cnn on fashion_mnist: test accuracy 92.6%"
+
+
+@pytest.mark.parametrize("switch", [True, False])
+def test_tracking_system_metrics_switches_mlflows_system_metrics(store, monkeypatch, switch):
+    import time
+
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    monkeypatch.delenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", raising=False)
+    with track.start_run(tracking(store, system_metrics=switch), {}):
+        time.sleep(1.5)
+    _, result = only_run(store)
+    system = {k for k in result.data.metrics if k.startswith("system/")}
+    assert ("system/cpu_utilization_percentage" in system) is switch
+    assert bool(system) is switch

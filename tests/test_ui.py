@@ -6,6 +6,7 @@ with the reason (playwright cannot download its own browser here, so we drive th
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,9 @@ from nnlab.track import ROLE_TAG, SWEEP_TAG  # noqa: E402  (the tags nnlab's swe
 DEPTHS = (1, 2, 3)
 CHILDREN = [f"model.depth={d}" for d in DEPTHS]  # nnlab names a sweep's jobs by the overrides that differ
 COLUMNS = ["test_accuracy", "val_loss", "model.depth"]
+# What nnlab logs beyond metrics and params, in the runs table's own columns (col-id attributes.`<name>`): the
+# training split as a dataset input (with its context), the MLflow Model named "model".
+LOGGED_COLUMNS = {"Dataset": ["digits-train", "Training"], "Models": ["model"]}
 # Lean server. MLflow 3.17 defaults (4 uvicorn workers plus a huey job runner) measured 15 processes,
 # 2.4 GB RSS and /health after 40 s on a 2-core box shared with a benchmark (2.7 GB, 14 s unloaded);
 # `--workers 1` with MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: 2 processes, 0.5 GB, 11-17 s (7 s unloaded).
@@ -131,11 +135,46 @@ def show_columns(page) -> None:
     page.keyboard.press("Escape")
 
 
+def close_assistant(page, wait_ms: int = 3000) -> None:
+    """3.17's side panel hides a third of the table; it opens on its own, a moment after a page (and again after
+    the switch to Model training), so wait for it a little."""
+    panel = page.locator("text=MLflow Assistant >> visible=true").first
+    try:
+        if wait_ms:
+            panel.wait_for(state="visible", timeout=wait_ms)
+        if panel.is_visible():
+            page.locator('role=button[name="Close"] >> visible=true').first.click(timeout=5000)
+    except sync_api.TimeoutError:
+        pass  # it did not open, or it closed by itself
+
+
+def open_model_training(page) -> None:
+    """The toggle at the top left of an experiment's page: GenAI (3.17's default, whatever the experiment's
+    mlflow.experimentKind tag says) or Model training, whose side bar has Runs, Models and the Model registry."""
+    page.get_by_text("Model training", exact=True).first.click()
+    sync_api.expect(page).to_have_url(re.compile(r"workflowType=machine_learning"), timeout=TIMEOUT_MS)
+    visible(page.get_by_text("Model registry", exact=True))
+    assert not page.get_by_text("Training runs", exact=True).count()  # GenAI's name for the runs page
+
+
+def check_logged_columns(page) -> None:
+    """Each child's Dataset and Models cells show what nnlab logged, not "-". The table is split in pinned and
+    scrolling parts, so a child's cells are found by its row index."""
+    for name in CHILDREN:
+        index = page.get_by_role("row").filter(has_text=name).first.get_attribute("row-index")
+        for column, words in LOGGED_COLUMNS.items():
+            cell = page.locator(f'[role="row"][row-index="{index}"] [col-id="attributes.`{column}`"]').first
+            for word in words:
+                sync_api.expect(cell).to_contain_text(word, ignore_case=True, timeout=TIMEOUT_MS)
+            assert cell.inner_text().strip() not in ("", "-"), f"{name}: {column} is empty"
+
+
 def check_runs_page(page, url: str, sweep: str) -> None:
     page.goto(url)
     visible(page.get_by_text(sweep, exact=True))
-    if page.get_by_text("MLflow Assistant").count():  # 3.17's side panel hides a third of the table
-        page.get_by_role("button", name="Close").first.click()
+    close_assistant(page)
+    open_model_training(page)
+    close_assistant(page)
     expand_sweep(page, sweep)
     show_columns(page)
     for name in CHILDREN:
@@ -144,6 +183,8 @@ def check_runs_page(page, url: str, sweep: str) -> None:
         visible(page.get_by_role("columnheader", name=column))
     for depth in DEPTHS:  # the swept parameter's values, in their column
         visible(page.get_by_text(str(depth), exact=True))
+    close_assistant(page, wait_ms=0)  # back since the switch? then the screenshot shows the whole table
+    check_logged_columns(page)
 
 
 def test_sweep_runs_and_metrics_visible(chromium, server, tmp_path):  # chromium first: skip before starting

@@ -19,6 +19,7 @@ from nnlab.tasks import Task, get_task
 
 
 CHECKPOINT_TAG = "nnlab.checkpoint"
+EXAMPLE_ROWS = 2  # test inputs saved as the MLflow Model's input example (and its signature's sample)
 
 
 def import_plugins(plugins: list[str]) -> None:
@@ -113,6 +114,8 @@ def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | Non
                   ) -> tuple[Task, dict[str, float], str]:
     """Load, build, train (from a checkpoint's `resume` state if given), evaluate and log into `run`."""
     import_keras_quietly()
+    import numpy as np
+
     from nnlab import plots, train
     from nnlab.data import load_dataset
 
@@ -125,6 +128,9 @@ def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | Non
     task = get_task(data.task)
     run.tags({"task": task.name})
     log_data_facts(run, data)
+    run.text(data.preprocessing_json(), "preprocessing.json")  # what `nnlab predict` needs to feed new inputs
+    run.datasets({"train": data.train, "val": data.val, "test": data.test}, name_of(cfg.dataset),
+                 data_source(cfg.dataset))
     image_only, transform = task.augmentation(cfg.augment, cfg.seed)
     model = build(cfg.model, data, image_only, cfg.seed, run)
     run.text(summary(model), "model_summary.txt")
@@ -142,13 +148,58 @@ def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | Non
     plots.close(fig)
     metrics |= task.log_results(run, data, predictions, title)
     run.metrics(metrics)
+    run.note(f"{title}: {task.describe(metrics)}, {how_it_stopped(result, trainer)}")
     if trainer.save_model:
-        run.model(model, ("keras", "h5") if trainer.save_h5 else ("keras",), trainer.export_dir)
+        run.model(model, ("keras", "h5") if trainer.save_h5 else ("keras",), trainer.export_dir,
+                  example=np.array(data.test[0][:EXAMPLE_ROWS]), serving=serving_model(model))
     if trainer.plot_model:
         log_architecture(run, model)
     if folder and not trainer.keep_checkpoint:  # the run is complete: nothing left to resume
         shutil.rmtree(folder, ignore_errors=True)
     return task, metrics, result.stopped_by
+
+
+def how_it_stopped(result, trainer: TrainerConfig) -> str:
+    """The end of training in words, for the run's description."""
+    planned = sum(stage.epochs for stage in trainer.stages) if trainer.stages else trainer.epochs
+    if result.stopped_by == "time_budget":
+        return f"stopped by the time budget after epoch {result.epochs_run} of {planned}"
+    if result.stopped_by == "early_stopping":
+        best = f" (best: epoch {result.best_epoch})" if result.best_epoch else ""
+        return f"stopped early after epoch {result.epochs_run} of {planned}{best}"
+    if result.stopped_by == "epochs":
+        return f"trained all {result.epochs_run} epochs" if result.epochs_run != 1 else "trained its one epoch"
+    return f"stopped by {result.stopped_by} after epoch {result.epochs_run} of {planned}"
+
+
+def data_source(dataset: Any) -> str:
+    """Where a dataset's examples came from, for its MLflow dataset inputs: "generated" for a loader that makes
+    them (its config has a `count`), else its files (`dataset.path`, where that exists), else "bundled" (shipped
+    inside an installed package, such as scikit-learn's digits)."""
+    fields = dataset if isinstance(dataset, dict) else vars(dataset)
+    if "count" in fields:
+        return "generated"
+    path = fields.get("path")
+    if path and Path(path).expanduser().exists():
+        return str(Path(path).expanduser().resolve())
+    return "bundled"
+
+
+def serving_model(model):
+    """The model as MLflow serves it: the same layers and weights (shared, not copied) in an uncompiled graph,
+    so no custom loss or metric (Dice, the pixel cross-entropy) is saved with it, and an ensemble's MemberAverage
+    replaced by Keras's own Average, the same mean at inference. It loads with Keras alone: no nnlab import."""
+    import keras
+
+    from nnlab.models import MemberAverage
+
+    def builtin(layer):
+        if isinstance(layer, MemberAverage):
+            return keras.layers.Average(name=layer.name, dtype=layer.dtype_policy)
+        return layer
+
+    bare = keras.Model(model.inputs, model.outputs, name=model.name)  # uncompiled; clone_model copies compile
+    return keras.models.clone_model(bare, clone_function=builtin)
 
 
 def import_keras_quietly() -> None:

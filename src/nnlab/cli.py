@@ -160,6 +160,8 @@ def report_main(argv: list[str]) -> None:
     order.add_argument("--descending", dest="ascending", action="store_false")
     parser.add_argument("--log", action="store_true", help="also log the files to the sweep's parent run, "
                         "replacing the report the sweep logged when it ended")
+    parser.add_argument("--register", metavar="NAME", help="register the MLflow model of the best run (the "
+                        "table's first row) in the Model Registry as a new version of NAME")
     args = parser.parse_args(argv)
     from mlflow.tracking import MlflowClient
 
@@ -174,6 +176,20 @@ def report_main(argv: list[str]) -> None:
     print(result.table.to_markdown(index=False, floatfmt=".4g"))
     print(f"\nnnlab: report of '{result.title}' ({len(result.table)} runs) written to "
           f"{', '.join(str(p) for p in result.paths)}")
+    if args.register:
+        print(report.register_best(client, result, args.register))
+
+
+def predict_main(argv: list[str]) -> None:
+    from nnlab.predict import main as predict
+
+    predict(argv)
+
+
+def evaluate_main(argv: list[str]) -> None:
+    from nnlab.evaluate import main as evaluate
+
+    evaluate(argv)
 
 
 def runs_main(argv: list[str]) -> None:
@@ -241,7 +257,8 @@ def main() -> None:
     if args[:1] == ["list"]:
         list_everything()
         return
-    commands = {"report": report_main, "resume": resume_main, "runs": runs_main}
+    commands = {"report": report_main, "resume": resume_main, "runs": runs_main, "predict": predict_main,
+                "evaluate": evaluate_main}
     if args[:1] and args[0] in commands:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

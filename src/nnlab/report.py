@@ -10,6 +10,7 @@ import math
 import re
 import tempfile
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from nnlab import plots
 from nnlab.errors import NnlabError, closest
 from nnlab.tasks import TASKS, Task, get_task, higher_is_better
-from nnlab.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
+from nnlab.track import MODEL_NAME, PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
 FORMATS = {"md": "table.md", "csv": "table.csv", "tex": "table.tex", "html": "table.html"}
 # Params that differ between runs without being a choice of the experimenter.
@@ -37,6 +38,7 @@ class Report:
     swept: list[str]
     metric: str
     paths: list[Path] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)  # the table's rows' runs, in the table's order
 
 
 def select_runs(client: MlflowClient, experiment: str | None = None, sweep: str | None = None,
@@ -64,7 +66,8 @@ def select_runs(client: MlflowClient, experiment: str | None = None, sweep: str 
         raise NnlabError(f"No experiment '{experiment}' in this store: it has {', '.join(names) or 'none'}"
                          + (f"; did you mean '{hint}'?" if hint else "."))
     runs = client.search_runs([exp.experiment_id], max_results=5000)
-    return experiment, [r for r in runs if r.data.tags.get(ROLE_TAG) != "sweep"], None
+    # Training runs only: a sweep's parent and `nnlab evaluate`'s runs (a model scored elsewhere) are no rows.
+    return experiment, [r for r in runs if r.data.tags.get(ROLE_TAG) not in ("sweep", "evaluation")], None
 
 
 def get_run(client: MlflowClient, run_id: str) -> Run:
@@ -116,8 +119,16 @@ def comparison_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequenc
                      sort: str | None = None, ascending: bool | None = None) -> tuple[pd.DataFrame, str]:
     """(table, headline metric): empty columns dropped, sorted by `sort` or else the headline metric, then cut
     to `columns` (the run's name always stays first)."""
+    table, metric, _ = ranked_table(runs, swept, columns, sort, ascending)
+    return table, metric
+
+
+def ranked_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequence[str] = (), sort: str | None = None,
+                 ascending: bool | None = None) -> tuple[pd.DataFrame, str, list[str]]:
+    """comparison_table, plus the run id of each row in the table's order."""
     tasks = runs_tasks(runs)
-    table = pd.DataFrame([row(r, swept, [c for c in columns if c not in swept], tasks) for r in runs])
+    table = pd.DataFrame([row(r, swept, [c for c in columns if c not in swept], tasks) for r in runs],
+                         index=[r.info.run_id for r in runs])
     table = table.dropna(axis=1, how="all")
     metric = next((m for m in [*(t.headline for t in tasks), "test_loss"] if m in table), "run")
     unknown = [c for c in columns if c not in table]
@@ -128,8 +139,8 @@ def comparison_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequenc
         hint = closest(key, list(table.columns))
         raise NnlabError(f"Cannot sort by '{key}': no such column" + (f"; did you mean '{hint}'?" if hint else "."))
     up = ascending if ascending is not None else not higher_is_better(key)
-    table = table.sort_values(key, ascending=up, kind="stable").reset_index(drop=True)
-    return table, metric
+    table = table.sort_values(key, ascending=up, kind="stable")
+    return table.reset_index(drop=True), metric, list(table.index)
 
 
 def latex_escape(text: str) -> str:
@@ -193,9 +204,9 @@ def build(client: MlflowClient, experiment: str | None = None, sweep: str | None
     if not runs:
         raise NnlabError(f"'{title}' has no job runs yet; run the sweep first (nnlab sweep NAME).")
     swept = swept_params(runs)
-    full, metric = comparison_table(runs, swept, columns, sort, ascending)
+    full, metric, run_ids = ranked_table(runs, swept, columns, sort, ascending)
     table = full[["run", *[c for c in columns if c != "run"]]] if columns else full
-    report = Report(title, table, swept, metric)
+    report = Report(title, table, swept, metric, run_ids=run_ids)
     caption = (f"{title}: {len(runs)} runs; train/val metrics at the best epoch by the validation monitor; "
                f"swept: {', '.join(swept) or 'nothing differs'}.")
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,3 +219,65 @@ def build(client: MlflowClient, experiment: str | None = None, sweep: str | None
         if out is None:
             report.paths = []
     return report
+
+
+def register_best(client: MlflowClient, report: Report, name: str) -> str:
+    """Register the MLflow Model of the report's first row (its best run, by the report's sort) in the Model
+    Registry as a new version of `name` (created if missing); returns the sentence saying which version."""
+    from mlflow.exceptions import MlflowException
+
+    if not report.run_ids:
+        raise NnlabError(f"The report of '{report.title}' has no runs, so there is no model to register.")
+    run = client.get_run(report.run_ids[0])
+    label = f"run '{run.info.run_name or run.info.run_id}' ({run.info.run_id})"
+    model_id = logged_model_id(client, run)
+    if model_id is None:
+        raise NnlabError(f"The best run of '{report.title}', {label}, has no logged MLflow model (trained with "
+                         "trainer.save_model=false, or before nnlab logged models), so nothing was registered.")
+    try:
+        try:
+            client.create_registered_model(name)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        with global_tracking_uri(client.tracking_uri):  # MLflow's registry looks the model up there
+            version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run.info.run_id,
+                                                  model_id=model_id)
+    except MlflowException as err:
+        raise NnlabError(f"Cannot register the model of {label} as '{name}': {err.message}") from err
+    score = report.table[report.metric].iloc[0] if report.metric in report.table else None
+    shown = f"; {report.metric} {score:.4g}" if isinstance(score, (int, float)) and not math.isnan(score) else ""
+    who = f"run '{run.info.run_name or run.info.run_id}' ({run.info.run_id}{shown})"
+    return (f"nnlab: registered the model of {who} as '{name}' version {version.version} "
+            f"(models:/{name}/{version.version})")
+
+
+@contextmanager
+def global_tracking_uri(uri: str):
+    """MLflow 3.17's SQL registry resolves a `models:/<id>` source with a new MlflowClient(), i.e. the global
+    tracking URI, not the one of the client registering it (a TODO in its code): point it at `uri` meanwhile."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def logged_model_id(client: MlflowClient, run: Run) -> str | None:
+    """The id of the run's MLflow Model named MODEL_NAME (the latest, where it was logged more than once, e.g.
+    by a resumed run), or None."""
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.exceptions import MlflowException
+
+    found = []
+    for output in run.outputs.model_outputs if run.outputs is not None else []:
+        try:
+            model = client.get_logged_model(output.model_id)
+        except MlflowException:  # deleted since
+            continue
+        if model.name == MODEL_NAME and model.status == LoggedModelStatus.READY:
+            found.append((output.step, model.creation_timestamp, model.model_id))
+    return max(found)[2] if found else None

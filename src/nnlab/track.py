@@ -8,6 +8,9 @@ started together do not race on its schema; each run records the host and proces
 heartbeat, so `nnlab runs --stale` can tell a run whose process died; SIGTERM unwinds a job like Ctrl-C, so its
 run ends KILLED instead of staying RUNNING."""
 
+import contextlib
+import hashlib
+import io
 import logging
 import math
 import os
@@ -20,6 +23,7 @@ import tempfile
 import threading
 import time
 import traceback
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +55,17 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit for a param value
 BATCH = 100  # MLflow's limit on params per log_batch call
 PROBE_TIMEOUT_S = 5  # connecting to a tracking server; its answer gets PROBE_TIMEOUT_S - 1 more
 LOCK_TIMEOUT_S = 300  # waiting for another process to create or migrate a SQLite store
+# What the MLflow UI reads: the experiment's kind ("Model training", not GenAI) and a run's description.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"
+# The MLflow Model's name: `runs:/<run id>/model` (and `models:/<model id>`). Its files live in the logged
+# model's own artifact folder; MLflow merges them with the run's `model/` folder (model.keras, model.h5) when the
+# run's `model` path is downloaded or listed (no file name is in both). Listing it looks the logged model up
+# through MLflow's global tracking URI, so that must be the run's store (`find_store` sees to it).
+MODEL_NAME = "model"
+DATA_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}  # mlflow.data.context values
+DIGEST_SAMPLE_BYTES = 4 << 20  # a dataset digest hashes shape, dtype and at most this many bytes of rows
 
 
 def resolve_uri(uri: str) -> str:
@@ -69,13 +84,17 @@ def default_artifact_location(uri: str) -> str | None:
 
 
 def find_store(uri: str | None) -> str:
-    """An existing store for the commands that read one (report, runs, resume): --uri, else
-    $MLFLOW_TRACKING_URI, else ./mlflow.db; checked, and one sentence when it is not there."""
+    """An existing store for the commands that read one (report, runs, resume, predict, evaluate): --uri, else
+    $MLFLOW_TRACKING_URI, else ./mlflow.db; checked, and one sentence when it is not there. It also becomes
+    MLflow's current tracking URI: parts of MLflow 3.17 ignore a client's own URI and use that one (listing a
+    run's `model/` folder, which merges in the logged model's files; registering a `models:/<id>` source)."""
     uri = resolve_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise NnlabError(f"No MLflow store at {uri.removeprefix('sqlite:///')}; run the command where the runs were "
                          "made, or name the store with --uri sqlite:///path/to/mlflow.db (or MLFLOW_TRACKING_URI).")
-    return check_store(uri)
+    uri = check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -184,17 +203,22 @@ def open_store(uri: str, experiment: str, artifact_location: str | None = None) 
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, made if missing; tagged as model training (the UI's "Model training" view, not
+    GenAI), also where an existing experiment lacks the tag (one that names another kind keeps it)."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException as err:  # another process (on a server: no lock) created it first
-        if err.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
-            raise
-        return client.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+        except MlflowException as err:  # another process (on a server: no lock) created it first
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
+                raise
+            experiment = client.get_experiment_by_name(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return experiment.experiment_id
 
 
 def process_start_time(pid: int) -> float | None:
@@ -256,6 +280,41 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def dataset_source(source: str):
+    """An MLflow dataset source: a local path (a file or folder the data was read from), or where the data has
+    no files of its own (bundled, generated) a code source that says so."""
+    import warnings
+
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    if not os.path.isabs(source):
+        return CodeDatasetSource({"nnlab.data_origin": source})
+    with warnings.catch_warnings():  # "" and "file" URIs both resolve to a local source, and MLflow says so
+        warnings.simplefilter("ignore", UserWarning)
+        return resolve_dataset_source(source)
+
+
+def array_digest(*arrays: Any, budget: int = DIGEST_SAMPLE_BYTES) -> str:
+    """A dataset fingerprint that stays cheap for big (or memory-mapped) image arrays: each array's shape and
+    dtype, plus evenly spaced rows (the first and last among them) up to `budget` bytes per array."""
+    import numpy as np
+
+    sha = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            continue
+        array = np.asarray(array)
+        sha.update(f"{array.shape}|{array.dtype.str}|".encode())
+        if array.ndim == 0 or len(array) == 0:
+            sha.update(np.ascontiguousarray(array).tobytes())
+            continue
+        rows = max(1, min(len(array), budget // max(1, array[0].nbytes)))
+        picked = array if rows == len(array) else array[np.linspace(0, len(array) - 1, rows).round().astype(int)]
+        sha.update(np.ascontiguousarray(picked).tobytes())
+    return sha.hexdigest()[:16]
+
+
 def git_commit(cwd: str | None = None) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
@@ -307,17 +366,135 @@ class RunLogger:
 
         return EpochMetrics(self.metrics)
 
-    def model(self, model, formats: Sequence[str] = ("keras",), export_dir: str | None = None) -> None:
-        """Save as model.keras (and model.h5, the legacy format Netron and older tools read) into the run, and
-        into `export_dir` too when given (a stable path, e.g. for model.weights of a later transfer run)."""
-        # Save to a private folder first: a save that fails half-way never reaches the run or the export.
+    def datasets(self, splits: Mapping[str, Any], name: str, source: str) -> None:
+        """The training, validation and test data as MLflow dataset inputs (the UI's Datasets column):
+        `splits` maps train/val/test to (x, y) or None; each is logged as "<name>-<split>" with its context
+        (training, validation, test), the source it came from and a digest of a sample (`array_digest`)."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        origin = dataset_source(source)
+        inputs = []
+        for split, arrays in splits.items():
+            if arrays is None:
+                continue
+            x, y = arrays
+            dataset = mlflow.data.from_numpy(x, source=origin, targets=y, name=f"{name}-{split}",
+                                             digest=array_digest(x, y))
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(),
+                                       [InputTag(MLFLOW_DATASET_CONTEXT, DATA_CONTEXTS.get(split, split))]))
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def model(self, model, formats: Sequence[str] = ("keras",), export_dir: str | None = None,
+              example: Any = None, serving: Any = None) -> str:
+        """Save as model.keras (and model.h5, the legacy format Netron and older tools read) into the run's
+        `model/` folder, and into `export_dir` too when given (a stable path, e.g. for model.weights of a later
+        transfer run); and log an MLflow Model named "model" (Keras flavor) of `serving` (an inference copy that
+        loads without nnlab; default: the model itself), with a signature and an input example from `example`
+        (a few input rows). Returns the MLflow Model's id (`models:/<id>`).
+
+        All or nothing: every file is written to a private folder first, and an MLflow Model whose logging
+        fails is deleted again, so a failed save leaves neither files nor a model in the run."""
         with tempfile.TemporaryDirectory() as tmp:
+            paths = []
             for fmt in formats:
-                path = Path(tmp) / f"model.{fmt}"
-                model.save(path)
-                self.file(path, "model")
-                if export_dir:
+                paths.append(Path(tmp) / f"model.{fmt}")
+                model.save(paths[-1])
+            model_id = self.mlflow_model(serving if serving is not None else model, example)
+            try:
+                for path in paths:
+                    self.file(path, "model")
+            except BaseException:
+                discard_logged_model(self.client, model_id)
+                raise
+            if export_dir:
+                for path in paths:
                     export(path, Path(export_dir).expanduser())
+        return model_id
+
+    def mlflow_model(self, model, example: Any = None) -> str:
+        """Log `model` as the MLflow Model MODEL_NAME of this run, with MLflow's Keras flavor: a signature
+        inferred from `example` and the model's predictions on it, `example` as the input example, pinned
+        requirements (no subprocess to infer them). A model whose logging fails is marked FAILED and deleted
+        (the UI then lists none); the error stands."""
+        from mlflow.entities import LoggedModelStatus
+        from mlflow.models import Model, infer_signature
+
+        signature = None
+        if example is not None:
+            import keras
+
+            predictions = keras.ops.convert_to_numpy(model.predict(example, verbose=0))
+            signature = infer_signature(example, predictions)
+        before = self.model_ids()
+        try:
+            # What mlflow.keras.log_model does, with KERAS_FLAVOR instead of the mlflow.keras module. MLflow
+            # checks the input example by predicting on it, and Keras draws a progress bar: not for the console.
+            with contextlib.redirect_stdout(io.StringIO()):
+                info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=KERAS_FLAVOR, model=model,
+                                 run_id=self.run_id, signature=signature, input_example=example,
+                                 pip_requirements=model_requirements())
+        except BaseException:
+            for model_id in self.model_ids() - before:  # MLflow creates and links it before saving the files
+                discard_logged_model(self.client, model_id)
+            raise
+        self.client.finalize_logged_model(info.model_id, LoggedModelStatus.READY)
+        return info.model_id
+
+    def model_ids(self) -> set[str]:
+        """The ids of the logged models linked to this run as its outputs."""
+        outputs = self.client.get_run(self.run_id).outputs
+        return {o.model_id for o in outputs.model_outputs} if outputs is not None else set()
+
+    def note(self, text: str) -> None:
+        """The run's description in the UI (`mlflow.note.content`)."""
+        self.tags({NOTE_TAG: text})
+
+
+def discard_logged_model(client: MlflowClient, model_id: str) -> None:
+    """Mark a logged model FAILED and delete it (the UI lists it no more), on the way out of a failed save."""
+    from mlflow.entities import LoggedModelStatus
+
+    with contextlib.suppress(MlflowException):
+        client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+    with contextlib.suppress(MlflowException):
+        client.delete_logged_model(model_id)
+
+
+def save_keras_model(path: str, **kwargs) -> None:
+    """mlflow.keras.save_model into a folder made first: MLflow 3.17's writes the input example before it creates
+    the folder, so log_model with an input example fails (FileNotFoundError: .../model/input_example.json;
+    mlflow/mlflow#16183, open). It never checks that the folder is new, so making it first is all it takes."""
+    import mlflow.keras
+
+    os.makedirs(path, exist_ok=True)
+    mlflow.keras.save_model(path=path, **kwargs)
+
+
+# mlflow.keras as Model.log sees a flavor: its name (the logged model's flavor) and save_model.
+KERAS_FLAVOR = types.SimpleNamespace(__name__="mlflow.keras", save_model=save_keras_model)
+
+
+def model_requirements() -> list[str]:
+    """What serving the model needs, pinned to this environment: Keras and its backend's packages, under their
+    installed distribution names (tensorflow-cpu, jax + jaxlib…). MLflow adds itself. (Without this, MLflow
+    loads the model in a subprocess to infer them: seconds per run.)"""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+
+    import keras
+
+    modules = {"tensorflow": ["tensorflow"], "jax": ["jax", "jaxlib"], "torch": ["torch"]}
+    provided = packages_distributions()
+    pinned = []
+    for module in ["keras", *modules.get(keras.backend.backend(), [])]:
+        for dist in dict.fromkeys(provided.get(module, [module])):
+            try:
+                pinned.append(f"{dist}=={version(dist)}")
+            except PackageNotFoundError:  # not installed under that name: leave it unpinned
+                pinned.append(dist)
+    return pinned
 
 
 def export(path: Path, folder: Path) -> None:
@@ -347,7 +524,8 @@ def start_run(tracking: TrackingConfig, tags: Mapping[str, Any], run_id: str | N
     if run_id is not None and "error" in client.get_run(run_id).data.tags:
         client.delete_tag(run_id, "error")  # the interruption that stopped it is history now
     with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                          run_name=None if run_id else tracking.run_name, tags=all_tags) as run:
+                          run_name=None if run_id else tracking.run_name, tags=all_tags,
+                          log_system_metrics=True if tracking.system_metrics else None) as run:
         logger = RunLogger(client, run.info.run_id)
         try:
             yield logger

@@ -114,3 +114,20 @@ def test_a_cache_write_that_fails_leaves_no_temporary_file(tmp_path):
     with pytest.raises(OSError):
         write_atomic(tmp_path / "x.npy", half_then_fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_photo_stored_sideways_is_decoded_upright_by_its_exif_orientation(tmp_path):
+    """Phones store portrait photos landscape with an EXIF orientation; training and predict see them upright."""
+    from PIL import Image
+
+    from nnlab.data.images import decode_one
+
+    pixels = np.zeros((10, 20, 3), np.uint8)  # stored: 20 wide, 10 high; left half red, right half blue
+    pixels[:, :10] = (255, 0, 0)
+    pixels[:, 10:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise: the stored left side becomes the top
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = decode_one(tmp_path / "phone.jpg", (20, 10), "RGB", False)
+    assert upright.shape == (20, 10, 3)
+    assert upright[:8, :, 0].mean() > 200 and upright[12:, :, 2].mean() > 200  # red on top, blue below

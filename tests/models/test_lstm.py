@@ -70,5 +70,5 @@ def test_empty_units():
 
 
 def test_images_are_rejected_with_a_hint():
-    with pytest.raises(NnlabError, match=r"needs inputs shaped \(time, features\).*\(8, 8, 1\)"):
+    with pytest.raises(NnlabError, match=r"needs sequences \(steps, features\).*\(8, 8, 1\)"):
         lstm(input_shape=(8, 8, 1))

@@ -54,6 +54,7 @@ class TrackingConfig:
     artifact_location: str | None = None  # None: ./mlartifacts beside a SQLite store
     tags: dict[str, str] = field(default_factory=dict)
     resume: str | None = None  # a run id: continue that run from its checkpoint (what `nnlab resume ID` does)
+    system_metrics: bool = False  # MLflow's system metrics (CPU, memory, disk, network; GPU where pynvml is installed)
 
 
 @dataclass

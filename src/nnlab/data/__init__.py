@@ -28,6 +28,10 @@ class Data:
     target_scale: tuple[float, float] | None = None  # (offset, scale): y_original = y * scale + offset
     info: dict[str, Any] = field(default_factory=dict)  # facts worth logging: skipped files, feature names…
     baselines: dict[str, np.ndarray] = field(default_factory=dict)  # name -> naive test predictions, y's scale
+    # What turns new raw inputs into model inputs, fitted on the training part (tables: feature names, means,
+    # stds, one-hot categories; the airline series: window, scaler, differencing); JSON-serializable. Not in
+    # `info`, whose entries become run params.
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -36,6 +40,20 @@ class Data:
     @property
     def num_classes(self) -> int:
         return len(self.class_names) if self.class_names else 0
+
+    def preprocessing_record(self) -> dict[str, Any]:
+        """What `nnlab predict` needs to turn new inputs into this model's inputs and its outputs into answers:
+        the task, class names, input shape, the rescaling the model applies itself, the target's scale and the
+        loader's own `preprocessing`. JSON-serializable; a run logs it as preprocessing.json."""
+        return {"version": 1, "task": self.task, "class_names": self.class_names,
+                "input_shape": [int(d) for d in self.input_shape], "rescale": self.rescale,
+                "target_scale": [float(v) for v in self.target_scale] if self.target_scale else None,
+                **self.preprocessing}
+
+    def preprocessing_json(self) -> str:
+        import json
+
+        return json.dumps(self.preprocessing_record(), indent=2)
 
     def sizes(self) -> dict[str, int]:
         sizes = {"train": len(self.train[0]), "test": len(self.test[0])}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nnlab.errors import NnlabError
 from nnlab.files import fsync_dir
@@ -25,7 +25,7 @@ from nnlab.files import fsync_dir
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: EXIF orientation applied
 COLOR_MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1)}
 MASK = "mask"  # class-index PNGs: nearest-neighbour resize, never colour-converted (its own cache key)
 
@@ -42,19 +42,28 @@ def is_image(path: Path) -> bool:
 
 
 def decode_one(path: Path, size: tuple[int, int], mode: str, crop: bool) -> np.ndarray:
-    """One file → (height, width, channels) uint8; grayscale, palette and RGBA files are converted to `mode`."""
+    """One file → (height, width, channels) uint8; grayscale, palette and RGBA files are converted to `mode`.
+    A photo stored sideways (a phone's EXIF orientation) is turned upright first, as a viewer shows it."""
     height, width = size
     with Image.open(path) as im:
-        im.draft(mode, (width, height))  # JPEG: let libjpeg decode at a reduced scale when it can
-        im = im.convert(mode) if im.mode != mode else im
-        if crop:  # centre crop to the target aspect ratio, as Keras's crop_to_aspect_ratio does
-            scale = min(im.width / width, im.height / height)
-            w, h = round(width * scale), round(height * scale)
-            left, top = (im.width - w) // 2, (im.height - h) // 2
-            im = im.crop((left, top, left + w, top + h))
-        if im.size != (width, height):
-            im = im.resize((width, height), Image.Resampling.BILINEAR)
-        array = np.asarray(im, dtype=np.uint8)
+        turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # stored sideways: draft for the swapped size
+        im.draft(mode, (height, width) if turned else (width, height))  # JPEG: libjpeg decodes at a reduced scale
+        return fit_image(ImageOps.exif_transpose(im), size, mode, crop)
+
+
+def fit_image(im: Image.Image, size: tuple[int, int], mode: str, crop: bool) -> np.ndarray:
+    """An opened image → (height, width, channels) uint8: converted to `mode`, centre-cropped to the aspect ratio
+    with `crop`, resized (bilinear). `decode_one` and `nnlab predict` share it, so both decode alike."""
+    height, width = size
+    im = im.convert(mode) if im.mode != mode else im
+    if crop:  # centre crop to the target aspect ratio, as Keras's crop_to_aspect_ratio does
+        scale = min(im.width / width, im.height / height)
+        w, h = round(width * scale), round(height * scale)
+        left, top = (im.width - w) // 2, (im.height - h) // 2
+        im = im.crop((left, top, left + w, top + h))
+    if im.size != (width, height):
+        im = im.resize((width, height), Image.Resampling.BILINEAR)
+    array = np.asarray(im, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
 
 

@@ -32,17 +32,83 @@ def find_table(path: str | None, names: tuple[str, ...], layout: str) -> Path:
                             "or point dataset.path at the file.")
 
 
-def standardize(train: np.ndarray, *others: np.ndarray | None) -> list[np.ndarray | None]:
+def fit_standardizer(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean, std = train.mean(axis=0), train.std(axis=0)
-    std = np.where(std > 0, std, 1.0)  # a constant column stays at zero instead of dividing by zero
+    return mean, np.where(std > 0, std, 1.0)  # a constant column stays at zero instead of dividing by zero
+
+
+def standardize(train: np.ndarray, *others: np.ndarray | None) -> list[np.ndarray | None]:
+    mean, std = fit_standardizer(train)
     return [(a - mean) / std if a is not None else None for a in (train, *others)]
 
 
 def scale_split(train, val, test, scale: bool) -> tuple:
+    """The splits standardized with the training part's statistics, and those statistics (None unscaled)."""
     if not scale:
-        return train, val, test
-    x_tr, x_val, x_te = standardize(train[0], None if val is None else val[0], test[0])
-    return (x_tr, train[1]), (None if val is None else (x_val, val[1])), (x_te, test[1])
+        return train, val, test, None
+    mean, std = fit_standardizer(train[0])
+    x_tr, x_val, x_te = ((a - mean) / std if a is not None else None
+                         for a in (train[0], None if val is None else val[0], test[0]))
+    return (x_tr, train[1]), (None if val is None else (x_val, val[1])), (x_te, test[1]), (mean, std)
+
+
+def table_preprocessing(features: list[str], sources: list[list], stats, target: str,
+                        log_features: list[str] = ()) -> dict:
+    """Data.preprocessing of a table: the raw feature columns a new row needs, where each model input comes from
+    ([feature, None] for a number, [feature, value] for a one-hot column), the log1p columns, and the training
+    part's means and stds (null when not standardized)."""
+    return {"inputs": "table", "features": list(features), "sources": [list(s) for s in sources],
+            "log_features": list(log_features), "target": target,
+            "mean": None if stats is None else [float(v) for v in stats[0]],
+            "std": None if stats is None else [float(v) for v in stats[1]]}
+
+
+def table_inputs(frame, prep: dict, where: str) -> np.ndarray:
+    """New rows (a DataFrame holding the raw feature columns) → model inputs, as the loader made them: numbers
+    as float32, one-hot columns (a category unseen in training sets none of its columns), log1p columns, then
+    the training part's standardization."""
+    import pandas as pd
+
+    missing = [f for f in prep["features"] if f not in frame.columns]
+    if missing:
+        raise NnlabError(f"{where} lacks the feature columns {missing} that the model was trained on (it needs "
+                         f"{', '.join(prep['features'])}); add them to the table.")
+    columns = []
+    for feature, value in prep["sources"]:
+        column = frame[feature]
+        if value is not None:
+            columns.append((column.astype(str) == value).to_numpy(np.float32))
+            continue
+        numbers = pd.to_numeric(column, errors="coerce")
+        if numbers.isna().any():
+            row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+            raise NnlabError(f"{where}: column '{feature}' holds {column.iloc[row]!r} in data row {row}, not a number; "
+                             "fix or delete that row.")
+        columns.append(numbers.to_numpy(np.float32))
+    x = np.stack(columns, axis=1).astype(np.float32) if columns else np.zeros((len(frame), 0), np.float32)
+    names = [f for f, v in prep["sources"]]
+    for feature in prep.get("log_features") or []:
+        i = names.index(feature)
+        x[:, i] = np.log1p(np.maximum(x[:, i], 0))
+    if prep.get("mean") is not None:
+        x = (x - np.asarray(prep["mean"], np.float32)) / np.asarray(prep["std"], np.float32)
+    return x
+
+
+def series_inputs(series: np.ndarray, prep: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A new series (original units) → (windows, the index of the month each forecasts, what to add to a
+    forecast in original units): every month with a full window of history, plus the month after the last."""
+    window, difference = int(prep["window"]), int(prep["difference"])
+    if len(series) < window + difference:
+        raise NnlabError(f"The series has {len(series)} values; the model needs at least {window + difference} "
+                         f"(window={window}, difference={difference}).")
+    level = (np.asarray(series, np.float64) - prep["offset"]) / prep["factor"]
+    months = np.arange(window + difference, len(level) + 1)
+    changes = level[difference:] - level[:-difference] if difference else level
+    x = np.stack([changes[t - difference - window: t - difference] for t in months])[..., None].astype(np.float32)
+    # a differenced model forecasts the change over `difference` months: add the value it changes from
+    base = np.asarray(series, np.float64)[months - difference] if difference else np.zeros(len(months))
+    return x, months, base
 
 
 def kfold_split(x: np.ndarray, y: np.ndarray, folds: int, fold: int, seed: int):
@@ -80,10 +146,11 @@ def boston(
         train, val = kfold_split(x_pool, y_pool, int(folds), int(fold), seed)
     else:
         train, val = split_train(x_pool, y_pool, val_split=val_split, limit=limit, seed=seed, stratify=False)
-    train, val, test = scale_split(train, val, test, standardize_features)
+    train, val, test, stats = scale_split(train, val, test, standardize_features)
     mean = np.full(len(test[1]), train[1].mean(), np.float32)  # the "no model" price: what MAE is judged against
+    prep = table_preprocessing(BOSTON_COLUMNS, [[c, None] for c in BOSTON_COLUMNS], stats, "MEDV", log_features)
     return Data(train, val, test, "regression", None, info={"features": ",".join(BOSTON_COLUMNS)},
-                baselines={"train_mean": mean})
+                baselines={"train_mean": mean}, preprocessing=prep)
 
 
 def column_index(name: str, columns: list[str]) -> int:
@@ -137,9 +204,12 @@ def airline(
     val = (train_x[len(train_x) - n_val:], train_y[len(train_y) - n_val:]) if n_val else None
     train = (train_x[: len(train_x) - n_val], train_y[: len(train_y) - n_val])
     baselines = {k: v[test].astype(np.float32) for k, v in guesses.items()}
+    prep = {"inputs": "series", "column": column, "window": window, "difference": difference,
+            "offset": float(offset), "factor": float(factor)}
     return Data(train, val, (x[test], y[test]), "regression", None,
                 target_scale=(0.0 if difference else float(offset), float(factor)),
-                info={"train_months": cut, "test_months": len(series) - cut}, baselines=baselines)
+                info={"train_months": cut, "test_months": len(series) - cut}, baselines=baselines,
+                preprocessing=prep)
 
 
 def read_series(path: str | None, column: str) -> np.ndarray:
@@ -183,15 +253,16 @@ def csv_table(
     if target not in frame.columns:
         raise NnlabError(f"{file} has no column '{target}' (its columns: {', '.join(map(str, frame.columns))}); "
                          "set dataset.target.")
-    x, y, class_names, kind, feature_names = table_arrays(frame, test_frame, target, features, task, file)
+    x, y, class_names, kind, feature_names, sources = table_arrays(frame, test_frame, target, features, task, file)
     if test_frame is not None:
         pool, test = (x[: len(frame)], y[: len(frame)]), (x[len(frame):], y[len(frame):])
     else:
         pool, test = holdout(x, y, test_split=test_split, seed=seed, stratify=class_names is not None)
     train, val = split_train(*pool, val_split=val_split, limit=limit, seed=seed, stratify=class_names is not None)
-    train, val, test = scale_split(train, val, test, standardize_features)
+    train, val, test, stats = scale_split(train, val, test, standardize_features)
     info = {"dropped_rows": dropped + test_dropped, "features": ",".join(feature_names)}
-    return Data(train, val, test, kind, class_names, info=info)
+    prep = table_preprocessing(list(dict.fromkeys(f for f, _ in sources)), sources, stats, target)
+    return Data(train, val, test, kind, class_names, info=info, preprocessing=prep)
 
 
 def read_frame(file: Path, sep: str | None):
@@ -218,6 +289,7 @@ def table_arrays(frame, test_frame, target: str, features: list[str] | None, tas
     if unknown:
         raise NnlabError(f"dataset.features names {unknown}, which are not columns of {file}.")
     inputs = pd.get_dummies(both[names], dtype=np.float32)  # categories are vocabulary, not statistics
+    sources = input_sources(both[names], list(inputs.columns))
     column = both[target]
     if task == "auto":
         whole = pd.api.types.is_integer_dtype(column) and column.nunique() <= 20
@@ -226,7 +298,21 @@ def table_arrays(frame, test_frame, target: str, features: list[str] | None, tas
     if task not in targets:
         raise NnlabError(f"dataset.task='{task}' is not one a table serves; use classification, regression or auto.")
     y, class_names = targets[task](column, target, file)
-    return inputs.to_numpy(np.float32), y, class_names, task, list(inputs.columns)
+    return inputs.to_numpy(np.float32), y, class_names, task, list(inputs.columns), sources
+
+
+def input_sources(frame, columns: list[str]) -> list[list]:
+    """Where each of get_dummies' output columns comes from: [feature, None] for a column kept as a number,
+    [feature, str(value)] for the one-hot column of that category (get_dummies names it feature_value)."""
+    import pandas as pd
+
+    kept = set(frame.columns) & set(columns)
+    onehot = {}
+    for feature in frame.columns:
+        if feature not in kept:
+            for value in pd.get_dummies(frame[feature]).columns:
+                onehot[f"{feature}_{value}"] = [feature, str(value)]
+    return [[c, None] if c in kept else onehot[c] for c in columns]
 
 
 def class_targets(column, target: str, file: Path):

@@ -21,6 +21,7 @@ LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "mape
                 "msle": "mean_squared_logarithmic_error", "logcosh": "log_cosh"}
 # Metric names where a larger value is better (for best epochs and sort order); the rest are errors.
 HIGHER_IS_BETTER = ("acc", "auc", "iou", "dice", "precision", "recall", "f1")
+ACRONYMS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "mape": "MAPE", "iou": "IoU", "auc": "AUC", "f1": "F1"}
 
 
 def higher_is_better(metric: str) -> bool:
@@ -88,6 +89,29 @@ class Task:
         """Figures and tables for the lab report (sink: anything with .text(text, path) and .figure(fig, path));
         returns extra metrics."""
         return {}
+
+    def describe_predictions(self, predictions: np.ndarray, class_names: Sequence[str] | None,
+                             target_scale: Sequence[float] | None = None, *, baseline: np.ndarray | None = None,
+                             out: str | None = None, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """`nnlab predict`'s answer for each input, from the model's raw outputs: one dict per input whose keys are
+        its predictions.csv columns, plus `_title` (a short caption for predictions.png) and, for a class map,
+        `_overlay` (drawn over the image). `target_scale` (offset, scale) maps outputs to the target's own units,
+        `baseline` (per input, in those units) is added where the model predicts a change; `out` is the output
+        folder for files the task writes, named by `names` (one per input)."""
+        raise NotImplementedError
+
+    def describe(self, metrics: Mapping[str, float]) -> str:
+        """The headline test result in words, for the run's description: a score as a percentage ("test
+        accuracy 92.6%", "test mean IoU 71.3%"), an error as a number ("test MAE 0.312", plus its value in the
+        target's own units where the run logged one)."""
+        value = metrics.get(self.headline)
+        words = " ".join(ACRONYMS.get(w, w) for w in self.headline.split("_"))
+        if value is None or not np.isfinite(value):
+            return f"no {words}"
+        if higher_is_better(self.headline):
+            return f"{words} {100 * value:.1f}%"
+        original = metrics.get(f"{self.headline}_original")
+        return f"{words} {value:.4g}" + (f" ({original:.4g} in the target's units)" if original is not None else "")
 
     def objective_value(self, metrics: Mapping[str, float]) -> float | None:
         """The value a sweeper optimises: the validation metric at the best epoch; the test value only where the

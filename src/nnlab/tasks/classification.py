@@ -1,6 +1,8 @@
 """Classification: softmax over the classes (one sigmoid unit for two), cross-entropy, accuracy; the test set
 gets a confusion matrix and a per-class precision / recall / F1 report (scikit-learn)."""
 
+import numpy as np
+
 from nnlab.tasks import TASKS, Task, log_json
 
 
@@ -45,3 +47,20 @@ class Classification(Task):
         plots.close(fig)
         return report.metrics()
 
+    def describe_predictions(self, predictions, class_names, target_scale=None, *, baseline=None, out=None,
+                             names=None) -> list[dict]:
+        """The predicted class (name and index, as the test report counts it: P > 0.5 for one sigmoid unit) and
+        its probability; the three likeliest classes with theirs when there are more than two."""
+        p = np.asarray(predictions, np.float64).reshape(len(predictions), -1)
+        if p.shape[1] == 1:  # one sigmoid unit: P(class 1)
+            p = np.concatenate([1 - p, p], axis=1)
+        labels = list(class_names) if class_names else [str(k) for k in range(p.shape[1])]
+        rows = []
+        for probs in p:
+            order = np.argsort(-probs, kind="stable")
+            k = int(order[0])
+            row = {"class": labels[k], "class_index": k, "probability": round(float(probs[k]), 6)}
+            if len(labels) > 2:
+                row["top3"] = "; ".join(f"{labels[j]} ({probs[j]:.3f})" for j in order[:3])
+            rows.append(row | {"_title": f"{labels[k]} ({probs[k]:.2f})"})
+        return rows

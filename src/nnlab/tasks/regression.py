@@ -56,3 +56,13 @@ class Regression(Task):
         sink.figure(fig, "predictions.png")
         plots.close(fig)
         return {}
+
+    def describe_predictions(self, predictions, class_names, target_scale=None, *, baseline=None, out=None,
+                             names=None) -> list[dict]:
+        """The predicted value in the target's own units (target_scale applied; plus `baseline` where the model
+        forecasts a change, e.g. the airline series differenced)."""
+        offset, scale = target_scale or (0.0, 1.0)
+        values = np.asarray(predictions, np.float64).reshape(len(predictions), -1)[:, 0] * scale + offset
+        if baseline is not None:
+            values = values + np.asarray(baseline, np.float64)
+        return [{"value": float(v), "_title": f"{v:.4g}"} for v in values]

@@ -72,6 +72,34 @@ class Segmentation(Task):
             return image_only, None
         return image_only, JointTransform(augment.flip, augment.shift, augment.fill_mode)
 
+    def describe_predictions(self, predictions, class_names, target_scale=None, *, baseline=None, out=None,
+                             names=None) -> list[dict]:
+        """The predicted class map, written as `out/masks/<name>.png` (class indices, the model's resolution),
+        and the share of the pixels of each class."""
+        from pathlib import Path
+
+        from PIL import Image
+
+        from nnlab.metrics import metric_safe
+
+        masks = np.asarray(predictions).argmax(-1).astype(np.uint8)
+        labels = list(class_names) if class_names else [str(k) for k in range(np.asarray(predictions).shape[-1])]
+        folder = Path(out) / "masks" if out is not None else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i, mask in enumerate(masks):
+            shares = np.bincount(mask.reshape(-1), minlength=len(labels)) / mask.size
+            row: dict = {}
+            if folder is not None:
+                path = folder / f"{names[i] if names else i}.png"
+                Image.fromarray(mask, "L").save(path)
+                row["mask"] = str(path)
+            row |= {f"share_{metric_safe(n)}": round(float(s), 6) for n, s in zip(labels, shares)}
+            top = [k for k in np.argsort(-shares, kind="stable")[:2] if shares[k] > 0]
+            rows.append(row | {"_title": ", ".join(f"{labels[k]} {shares[k]:.0%}" for k in top), "_overlay": mask})
+        return rows
+
     def evaluate(self, model, data, predictions, batch_size: int) -> dict[str, float]:
         from nnlab.metrics import metric_safe
 
