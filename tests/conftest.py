@@ -53,12 +53,39 @@ def store(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
+# One store per test module for tests of finished runs (predict, evaluate): each tiny run is trained once per module.
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory, request) -> Path:
+    """The module's folder: its store, its generated data, its outputs."""
+    return tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2].removeprefix("test_"))
+
+
+@pytest.fixture(scope="module")
+def runs_store(runs_root: Path) -> str:
+    return f"sqlite:///{runs_root / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def runs_client(runs_store: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(runs_store)
+
+
+@pytest.fixture(scope="module")
+def digits_run(runs_store: str) -> str:
+    """A finished run of the bundled digits (a small MLP), in trained_runs.EXPERIMENT."""
+    from trained_runs import train_run
+
+    return train_run(runs_store, "trainer.epochs=2", "model.width=16")
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m nnlab ARGS` in a subprocess, as a user types it."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "nnlab", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import keras
 import pytest
 from mlflow.tracking import MlflowClient
 
-from nnlab import track
+from nnlab import logged_model, track
 from nnlab.config import TrackingConfig
 
 
@@ -22,13 +22,6 @@ def only_run(store):
 def test_flatten_keeps_lists_whole():
     flat = track.flatten({"model": {"widths": [256, 128], "blocks": [{"filters": 32}]}, "seed": 1, "e": {}})
     assert flat == {"model.widths": "[256, 128]", "model.blocks": "[{'filters': 32}]", "seed": "1", "e": "{}"}
-
-
-def test_relative_sqlite_uri_becomes_absolute(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert track.resolve_uri("sqlite:///mlflow.db") == f"sqlite:///{tmp_path}/mlflow.db"
-    assert track.resolve_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
-    assert track.resolve_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
 def test_a_finished_run_keeps_params_tags_metrics_and_artifacts(store):
@@ -50,9 +43,8 @@ def test_a_finished_run_keeps_params_tags_metrics_and_artifacts(store):
 
 
 def test_an_exception_marks_the_run_failed_with_the_error(store):
-    with pytest.raises(RuntimeError):
-        with track.start_run(tracking(store), {}):
-            raise RuntimeError("out of cheese")
+    with pytest.raises(RuntimeError), track.start_run(tracking(store), {}):
+        raise RuntimeError("out of cheese")
     client, result = only_run(store)
     assert result.info.status == "FAILED"
     assert result.data.tags["error"] == "RuntimeError: out of cheese"
@@ -106,12 +98,12 @@ def test_the_heartbeat_rides_with_the_metrics_at_most_once_a_minute(store):
 
 def test_the_model_export_is_flushed_to_disk_before_its_rename(tmp_path, monkeypatch):
     events = []
-    real_fsync, real_replace = track.os.fsync, track.os.replace
-    monkeypatch.setattr(track.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(track.os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b))[1])
+    real_fsync, real_replace = logged_model.os.fsync, logged_model.os.replace
+    monkeypatch.setattr(logged_model.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(logged_model.os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b))[1])
     source = tmp_path / "model.keras"
     source.write_bytes(b"weights" * 1000)
-    track.export(source, tmp_path / "export")
+    logged_model.export(source, tmp_path / "export")
     target = tmp_path / "export" / "model.keras"
     assert target.read_bytes() == source.read_bytes()
     assert events[:2] == ["fsync", ("replace", str(target))]
@@ -122,28 +114,16 @@ def test_a_failed_model_export_leaves_neither_a_partial_nor_a_target(tmp_path, m
     def full_disk(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(track.os, "fsync", full_disk)
+    monkeypatch.setattr(logged_model.os, "fsync", full_disk)
     source = tmp_path / "model.keras"
     source.write_bytes(b"weights")
     with pytest.raises(OSError, match="No space"):
-        track.export(source, tmp_path / "export")
+        logged_model.export(source, tmp_path / "export")
     assert list((tmp_path / "export").iterdir()) == []
 
 
 def logged_models(client, run):
     return client.search_logged_models([run.info.experiment_id])
-
-
-def test_new_and_untagged_experiments_are_tagged_as_model_training(store):
-    client = MlflowClient(store)
-    made = client.get_experiment(track.open_store(store, "fresh")[2])
-    assert made.tags[track.EXPERIMENT_KIND_TAG] == "custom_model_development"
-    old = client.create_experiment("older")  # made before nnlab tagged its experiments
-    other = client.create_experiment("agents", tags={track.EXPERIMENT_KIND_TAG: "genai_development"})
-    assert track.open_store(store, "older")[2] == old
-    track.open_store(store, "agents")
-    assert client.get_experiment(old).tags[track.EXPERIMENT_KIND_TAG] == "custom_model_development"
-    assert client.get_experiment(other).tags[track.EXPERIMENT_KIND_TAG] == "genai_development"  # a kind chosen stays
 
 
 def test_a_saved_model_is_also_an_mlflow_model_with_signature_and_input_example(store):
@@ -175,11 +155,10 @@ def test_a_failed_mlflow_model_save_leaves_neither_model_files_nor_a_logged_mode
     def broken(path, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(track.KERAS_FLAVOR, "save_model", broken)
+    monkeypatch.setattr(logged_model.KERAS_FLAVOR, "save_model", broken)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    with pytest.raises(OSError, match="No space"):
-        with track.start_run(tracking(store), {}) as run:
-            run.model(model, formats=("keras", "h5"))
+    with pytest.raises(OSError, match="No space"), track.start_run(tracking(store), {}) as run:
+        run.model(model, formats=("keras", "h5"))
     client, result = only_run(store)
     assert result.info.status == "FAILED"
     assert not [a for a in client.list_artifacts(result.info.run_id) if a.path == "model"]
@@ -204,6 +183,30 @@ def test_data_splits_are_logged_as_dataset_inputs_with_context_source_and_digest
     assert found["digits-train"].dataset.source_type == "code" and "bundled" in found["digits-train"].dataset.source
     assert found["boston-train"].dataset.digest == track.array_digest(*splits["train"])
     assert '"features_shape": [20, 3]' in found["boston-train"].dataset.profile
+
+
+
+def test_a_reopened_run_sends_only_dataset_inputs_it_lacks(store, tmp_path, monkeypatch):
+    """`nnlab resume` logs the data of the run it reopens again: an input the run has (same name, digest and
+    context) is not sent again, so no store lists it twice (MLflow's SQL and file stores dedupe on their own;
+    not every store does); changed data is sent."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    splits = {"train": (rng.random((20, 3)), np.arange(20)), "test": (rng.random((5, 3)), np.arange(5))}
+    changed = {"train": splits["train"], "test": (splits["test"][0] + 1, splits["test"][1])}
+    with track.start_run(tracking(store), {}) as run:
+        run.datasets(splits, "boston", str(tmp_path))
+    sent = []
+    with track.start_run(tracking(store), {}, run_id=run.run_id) as again:
+        log_inputs = again.client.log_inputs
+        monkeypatch.setattr(again.client, "log_inputs", lambda run_id, datasets: (
+            sent.append([(d.dataset.name, d.dataset.digest) for d in datasets]), log_inputs(run_id, datasets)))
+        again.datasets(splits, "boston", str(tmp_path))
+        again.datasets(changed, "boston", str(tmp_path))
+    assert sent == [[("boston-test", track.array_digest(*changed["test"]))]]
+    _, result = only_run(store)
+    assert len(result.inputs.dataset_inputs) == 3  # train once, test before and after the change
 
 
 def test_the_dataset_digest_follows_the_data_and_stays_cheap_for_big_image_arrays():

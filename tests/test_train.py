@@ -90,7 +90,7 @@ def test_threads_limit_the_backend_in_a_fresh_process():
             "print(tf.config.threading.get_intra_op_parallelism_threads(), "
             "tf.config.threading.get_inter_op_parallelism_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"})
+                         env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["1", "1"]
 
@@ -225,3 +225,63 @@ def test_a_budget_spent_on_a_stages_last_epoch_starts_no_further_stage(monkeypat
                          AdamConfig(learning_rate=0.01))
     assert result.epochs_run == 2 and result.stage_starts == []
     assert result.stopped_by == "time_budget"
+
+
+
+class StageStarts(keras.callbacks.Callback):
+    """The optimizer's step count as each fit (a stage, or the rest of one after a resume) begins."""
+
+    def __init__(self, stop_after: int | None = None):
+        super().__init__()
+        self.iterations, self.stop_after = [], stop_after
+
+    def on_train_begin(self, logs=None):
+        self.iterations.append(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.stop_after:  # after the epoch's checkpoint: the caller's callbacks run last
+            raise KeyboardInterrupt
+
+
+def two_stage_run(data, checkpoint_dir, trainable=("none", "all"), stop_after=None, resume=False):
+    """A fresh seeded model trained 2 epochs in each of two stages (interrupted after `stop_after` epochs, or
+    resumed from its checkpoint): (final weights, StageStarts)."""
+    from nnlab.callbacks import load_checkpoint
+
+    keras.utils.set_random_seed(0)
+    model = build_model({"name": "mlp", "widths": [8, 8]}, data.input_shape, data.task, data.num_classes)
+    stages = [StageConfig(epochs=2, trainable=trainable[0], learning_rate=0.01),
+              StageConfig(epochs=2, trainable=trainable[1], learning_rate=0.005)]
+    starts = StageStarts(stop_after)
+    state = None
+    if resume:
+        state, weights = load_checkpoint(checkpoint_dir)
+        state = {**state, "weights": str(weights)}
+    try:
+        train.train(model, data, dataclasses.replace(TRAINER, stages=stages), AdamConfig(learning_rate=0.1),
+                    callbacks=[starts], checkpoint_dir=str(checkpoint_dir), resume=state)
+    except KeyboardInterrupt:
+        pass
+    return [keras.ops.convert_to_numpy(w) for w in model.weights], starts
+
+
+@pytest.mark.parametrize("trainable", [("none", "all"), ("all", "all")], ids=["unfreezing", "same-layers"])
+def test_resuming_at_a_stage_boundary_starts_the_next_stage_with_a_fresh_optimizer(tmp_path, trainable, recwarn):
+    """Interrupted right after stage 1's last epoch: stage 2 gets stage 1's weights and a new optimizer (step 0,
+    no moments of stage 1's), so the resumed run ends where the uninterrupted one does."""
+    data = tiny_data()
+    whole, uninterrupted = two_stage_run(data, tmp_path / "whole", trainable)
+    two_stage_run(data, tmp_path / "cut", trainable, stop_after=2)
+    resumed, after_resume = two_stage_run(data, tmp_path / "cut", trainable, resume=True)
+    assert uninterrupted.iterations == [0, 0]
+    assert after_resume.iterations == [0]  # stage 2 only, from step 0
+    for a, b in zip(whole, resumed, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not [w for w in recwarn if "optimizer" in str(w.message)]  # no stage-1 state was tried on stage 2
+
+
+def test_resuming_within_a_stage_restores_its_optimizer_step_count(tmp_path):
+    data = tiny_data()
+    two_stage_run(data, tmp_path / "cut", stop_after=3)
+    _, after_resume = two_stage_run(data, tmp_path / "cut", resume=True)
+    assert after_resume.iterations == [4]  # stage 2's first epoch: 64 rows in batches of 16

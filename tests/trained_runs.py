@@ -19,7 +19,10 @@ def composed(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
-def train_run(store: str, *overrides: str, experiment: str = "runs") -> str:
+EXPERIMENT = "runs"
+
+
+def train_run(store: str, *overrides: str, experiment: str = EXPERIMENT) -> str:
     """Train one job into `store`; returns its run id."""
     cfg = composed(f"tracking.uri={store}", f"tracking.experiment={experiment}", "trainer.verbose=0",
                    "trainer.plot_model=false", "trainer.checkpoint=false", *overrides)

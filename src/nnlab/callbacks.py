@@ -147,8 +147,13 @@ def load_checkpoint(folder: str | Path) -> tuple[dict[str, Any], Path] | None:
     return (state, slot / WEIGHTS) if (slot / WEIGHTS).is_file() else None
 
 
-def restore_weights(model: keras.Model, weights: Path) -> None:
-    """The weights and the optimizer's state (its step count drives the learning-rate schedule)."""
+def restore_weights(model: keras.Model, weights: Path, optimizer: bool = True) -> None:
+    """The weights and, with `optimizer`, the optimizer's state (its step count drives the learning-rate
+    schedule). Without it the compiled optimizer stays fresh: a checkpoint from a stage's last epoch holds the
+    finished stage's optimizer, whose moments, step count and variables are not the next stage's."""
+    if not optimizer:
+        model.load_weights(weights, objects_to_skip=[model.optimizer] if model.optimizer is not None else None)
+        return
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(weights)

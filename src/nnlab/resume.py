@@ -55,11 +55,11 @@ def resume(run_id: str, uri: str | None = None) -> float | None:
     """Continue run `run_id` of the store at `uri`; returns what a sweeper optimises, as `app.run` does."""
     from omegaconf import OmegaConf
 
-    from nnlab import app, track
+    from nnlab import app, store, track
     from nnlab.config import typed_config
 
     track.install_signal_handlers()
-    uri = track.find_store(uri)
+    uri = store.find_store(uri)
     client = MlflowClient(uri)
     run, state, weights = find_checkpoint(client, run_id)
     yaml_text = run_config(client, run_id)

@@ -26,8 +26,9 @@ from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from nnlab.errors import NnlabError, closest
+from nnlab.store import find_store, store_lock
 from nnlab.track import (HEARTBEAT_TAG, HOST_TAG, KILLED_REASON_TAG, PARENT_TAG, PID_STARTED_TAG, PID_TAG,
-                         ROLE_TAG, find_store, process_start_time, store_lock)
+                         ROLE_TAG, process_start_time)
 
 DEFAULT_SILENCE_S = 3600.0  # an epoch longer than an hour on another host would look dead: raise --max-silence
 PID_START_SLACK_S = 5  # /proc's boot time moves by a second or so; a reused pid starts later than that

@@ -9,7 +9,8 @@ import pytest
 
 from data_fixtures import make_airline, make_boston
 from nnlab.data import load_dataset
-from nnlab.data.tables import BOSTON_COLUMNS, series_inputs, table_inputs
+from nnlab.data.series import series_inputs
+from nnlab.data.tables import BOSTON_COLUMNS, table_inputs
 
 
 def load(name, path, **kw):
