@@ -11,11 +11,15 @@
   transfer  hotdog_pretrain (pretrains and exports a backbone), hotdog_offline loading it, the same network
             from scratch: transfer must beat scratch
   segment   scenes_unet (test mean IoU >= 0.90 on held-out scenes within 15 min; offline, needs no data)
+  detect    scenes_detector (test mAP@0.5 >= 0.8 within 30 min; offline), then nnlab detect on canvases of 10 and
+            100 held-out digits: found / present, precision
+  augment   images/s of training-time augmentation, Keras layers vs albumentations (flip + rotation + shift
+            on generated 64x64 RGB batches; needs no data)
   sweep     wall time of a 4-job sweep with the joblib launcher / the same sweep run serially (target <= 0.6
             on 2 cores): fashion_neurons and boston_variants as users run them, and a 3-epoch Fashion sweep;
             `sweep:NAME` runs one of them
 
-Usage: python benchmarks/run.py [cfg overhead images catalogue fashion archs photos transfer segment sweep] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
+Usage: python benchmarks/run.py [cfg overhead images augment catalogue fashion archs photos transfer segment detect sweep] [--epochs N]; needs NNLAB_DATA_DIR (the Makefile
 points it at ../shared/datasets). Results: bench-results/results.json and printed Markdown.
 """
 
@@ -31,6 +35,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from augment_libraries import bench_augment  # noqa: E402
 from image_pipeline import bench_images  # noqa: E402
 OUT = HERE.parent / "bench-results"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -86,8 +91,8 @@ def bench_overhead(work: str, epochs: int) -> dict:
 
 
 KEEP = ("test_accuracy", "test_mae", "test_loss", "test_rmse_original", "test_rmse_original_naive",
-        "test_rmse_original_seasonal_naive", "test_mean_iou", "test_dice", "test_pixel_accuracy", "params",
-        "training_seconds", "epochs_run", "stopped_by", "status")
+        "test_rmse_original_seasonal_naive", "test_mean_iou", "test_dice", "test_pixel_accuracy", "test_map50",
+        "test_map", "params", "training_seconds", "epochs_run", "stopped_by", "status", "run_id")
 
 
 def bench_experiments(work: str, names: tuple[str | tuple[str, ...], ...]) -> dict:
@@ -101,6 +106,21 @@ def bench_experiments(work: str, names: tuple[str | tuple[str, ...], ...]) -> di
                                  f"tracking.experiment={name}"), work)
         run = last_run(store, name)
         results[name] = {"wall_seconds": seconds, **{k: run[k] for k in KEEP if k in run}}
+    return results
+
+
+def bench_detect(work: str) -> dict:
+    """scenes_detector (test mAP@0.5 >= 0.8 within 30 min), then `nnlab detect` on new canvases of 10 and 100
+    held-out digits: found / present and precision at IoU 0.5 (the lab's "find 10 objects, 100 objects")."""
+    results = bench_experiments(work, ("scenes_detector",))
+    store, run_id = f"sqlite:///{work}/experiments.db", results["scenes_detector"]["run_id"]
+    for items, side in ((10, 128), (100, 352)):
+        out = Path(work) / f"scene{items}"
+        seconds, _ = timed(nnlab("detect", run_id, "--scene", str(items), "--size", str(side), str(side), "--top",
+                                 str(items + 20), "--min-score", "0.5", "--uri", store, "--out", str(out)), work)
+        found = json.loads((out / "detections.json").read_text())
+        results[f"scene{items}"] = {k: found.get(k) for k in ("present", "found", "precision")} | {
+            "kept": len(found["detections"]), "seconds": round(seconds, 1)}
     return results
 
 
@@ -178,11 +198,13 @@ def main() -> None:
                 result = bench_experiments(work, SUITES[which])
             elif which == "images":
                 result = bench_images(os.environ["NNLAB_DATA_DIR"])
+            elif which == "augment":
+                result = bench_augment()
             elif which.startswith("sweep:"):  # one of the sweeps, e.g. sweep:boston
                 result = bench_sweep(work, names=tuple(which.split(":", 1)[1].split(",")))
             else:
                 result = {"cfg": lambda: bench_cfg(work), "overhead": lambda: bench_overhead(work, args.epochs),
-                          "sweep": lambda: bench_sweep(work)}[which]()
+                          "sweep": lambda: bench_sweep(work), "detect": lambda: bench_detect(work)}[which]()
             results[which] = {**result, "when": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count()}
             results_file.write_text(json.dumps(results, indent=2))
             print(json.dumps({which: results[which]}, indent=2), flush=True)

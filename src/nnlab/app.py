@@ -151,7 +151,7 @@ def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | Non
     run.note(f"{title}: {task.describe(metrics)}, {how_it_stopped(result, trainer)}")
     if trainer.save_model:
         run.model(model, ("keras", "h5") if trainer.save_h5 else ("keras",), trainer.export_dir,
-                  example=np.array(data.test[0][:EXAMPLE_ROWS]), serving=serving_model(model))
+                  example=np.array(data.test[0][:EXAMPLE_ROWS]), serving=task.serving_model(model))
     if trainer.plot_model:
         log_architecture(run, model)
     if folder and not trainer.keep_checkpoint:  # the run is complete: nothing left to resume
@@ -183,23 +183,6 @@ def data_source(dataset: Any) -> str:
     if path and Path(path).expanduser().exists():
         return str(Path(path).expanduser().resolve())
     return "bundled"
-
-
-def serving_model(model):
-    """The model as MLflow serves it: the same layers and weights (shared, not copied) in an uncompiled graph,
-    so no custom loss or metric (Dice, the pixel cross-entropy) is saved with it, and an ensemble's MemberAverage
-    replaced by Keras's own Average, the same mean at inference. It loads with Keras alone: no nnlab import."""
-    import keras
-
-    from nnlab.models import MemberAverage
-
-    def builtin(layer):
-        if isinstance(layer, MemberAverage):
-            return keras.layers.Average(name=layer.name, dtype=layer.dtype_policy)
-        return layer
-
-    bare = keras.Model(model.inputs, model.outputs, name=model.name)  # uncompiled; clone_model copies compile
-    return keras.models.clone_model(bare, clone_function=builtin)
 
 
 def import_keras_quietly() -> None:

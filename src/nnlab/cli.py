@@ -192,10 +192,22 @@ def evaluate_main(argv: list[str]) -> None:
     evaluate(argv)
 
 
+def detect_main(argv: list[str]) -> None:
+    from nnlab.detect import main as detect
+
+    detect(argv)
+
+
 def runs_main(argv: list[str]) -> None:
     from nnlab.runs import main as runs
 
     runs(argv)
+
+
+def course_main(argv: list[str]) -> None:
+    from nnlab.course.cli import main as course
+
+    course(argv)
 
 
 def resume_main(argv: list[str]) -> None:
@@ -258,7 +270,7 @@ def main() -> None:
         list_everything()
         return
     commands = {"report": report_main, "resume": resume_main, "runs": runs_main, "predict": predict_main,
-                "evaluate": evaluate_main}
+                "evaluate": evaluate_main, "detect": detect_main, "course": course_main}
     if args[:1] and args[0] in commands:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

@@ -125,7 +125,7 @@ def check_fit(source, model, data, dataset_name: str) -> list[str]:
         raise NnlabError(f"Run {run_id}'s model takes inputs of shape {takes}, but dataset '{dataset_name}' gives "
                          f"{data.input_shape}; a model built for one input size does not accept another (set "
                          "dataset.image_size / color_mode to what it was trained on).")
-    outputs = model.output_shape[-1]
+    outputs = getattr(model, "num_classes", None) or model.output_shape[-1]  # a KerasHub detector: dict outputs
     if outputs != task.head_units(data.num_classes):
         names = source.record.get("class_names")
         trained_names = f" ({', '.join(map(str, names))})" if names else ""

@@ -94,6 +94,56 @@ def mask_grid(images, true_masks, predicted_masks, class_names: Sequence[str], t
     return fig
 
 
+def draw_boxes(ax, image, boxes, labels, class_names: Sequence[str], scores=None, truth=None) -> None:
+    """An image with its boxes ([x_min, y_min, x_max, y_max] pixels), one colour per class, labelled with the
+    class (and score); `truth` boxes, if given, as thin white outlines under them."""
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    colours = plt.get_cmap("tab10").colors
+    ax.imshow(np.squeeze(image), cmap="gray" if image.shape[-1] == 1 else None)
+    for x0, y0, x1, y1 in [] if truth is None else truth:
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="white", lw=0.8, ls="--"))
+    height, width = image.shape[:2]
+    boxes = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0, [width, height, width, height])  # on the image
+    for i, ((x0, y0, x1, y1), k) in enumerate(zip(boxes, labels)):
+        colour = colours[int(k) % len(colours)]
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, lw=1.2))
+        text = class_names[int(k)] if int(k) < len(class_names) else str(int(k))
+        if scores is not None:
+            text += f" {scores[i]:.2f}"
+        ax.text(x0, y0, text, fontsize=6, color="white", va="bottom", bbox={"facecolor": colour, "pad": 0.5, "lw": 0})
+    ax.axis("off")
+
+
+def box_grid(images, true_rows, found, class_names: Sequence[str], title: str = "", columns: int = 4) -> Figure:
+    """Test images with their true boxes (white, dashed) and the detections (boxes, scores, labels) per image."""
+    import numpy as np
+
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    for ax in axes.flat[len(images):]:
+        ax.axis("off")
+    for ax, image, truth, (boxes, scores, labels) in zip(axes.flat, images, true_rows, found):
+        truth = np.asarray(truth)
+        draw_boxes(ax, image, boxes, labels, class_names, scores, truth=truth[truth[:, 4] >= 0, :4])
+        ax.set_title(f"{len(boxes)} found / {int((truth[:, 4] >= 0).sum())} true", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def boxes_figure(image, boxes, labels, class_names: Sequence[str], scores=None, truth=None, title: str = "") -> Figure:
+    """One picture with its detections (and true boxes), at a size that keeps its aspect ratio."""
+    height, width = image.shape[:2]
+    fig, ax = plt.subplots(figsize=(8, max(2.0, 8 * height / width)))
+    draw_boxes(ax, image, boxes, labels, class_names, scores, truth=truth)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def architecture(model, path) -> str | None:
     """Write keras.utils.plot_model's diagram to `path`; returns why not when pydot or Graphviz is missing."""
     import shutil

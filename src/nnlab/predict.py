@@ -15,6 +15,7 @@ The task formats the answer (Task.describe_predictions); this module never asks 
 """
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -120,6 +121,11 @@ def load_model(source: Source):
 
     import nnlab.models  # noqa: F401  (registers MemberAverage)
     import nnlab.tasks.losses  # noqa: F401  (registers PixelCrossEntropy, Dice, MeanDice)
+    from nnlab.tasks import TASKS, get_task
+
+    task = source.record.get("task") or source.run.data.tags.get("task")
+    for module in get_task(task).model_modules if task in TASKS else ():  # e.g. KerasHub for a detector
+        importlib.import_module(module)
 
     with tempfile.TemporaryDirectory() as tmp:
         path = source.client.download_artifacts(source.run_id, MODEL_ARTIFACT, tmp)
@@ -164,6 +170,8 @@ class ImageSpec:
 def image_spec(source: Source) -> ImageSpec | None:
     """None when the model does not take images (height, width, 1 or 3 channels)."""
     shape = input_shape(source.model)
+    if None in shape[:2] and len(source.record.get("input_shape") or []) == 3:  # any size (a detector): training's
+        shape = tuple(source.record["input_shape"][:2]) + shape[2:]
     if len(shape) != 3 or shape[-1] not in (1, 3) or None in shape:
         return None
     dataset = source.config.dataset
@@ -171,6 +179,7 @@ def image_spec(source: Source) -> ImageSpec | None:
         getattr(dataset, "crop_to_aspect_ratio", False)
     # A model without its own rescaling was trained on pixels in [0, 1] (digits): scale them here.
     scale = None if model_rescale(source.model) is not None else 1 / 255
+    scale = source.record.get("pixel_scale", scale)  # a loader that says how its model takes pixels (detection)
     return ImageSpec((int(shape[0]), int(shape[1])), "L" if shape[-1] == 1 else "RGB", bool(crop), scale)
 
 
@@ -257,7 +266,8 @@ def is_number(text: str) -> bool:
 
 def read_table(file: Path, source: Source) -> Part:
     """CSV rows → model inputs through the run's recorded preprocessing (tables.table_inputs / series_inputs)."""
-    from nnlab.data.tables import series_inputs, table_inputs
+    from nnlab.data.series import series_inputs
+    from nnlab.data.tables import table_inputs
 
     prep = source.record
     kind = prep.get("inputs")
@@ -404,7 +414,7 @@ def predict(run_id: str, inputs: Sequence[str | Path], out: str | Path | None = 
     out.mkdir(parents=True, exist_ok=True)
     for stale in OUTPUTS:  # an earlier prediction's files in the same folder would pass for this one's
         (out / stale).unlink(missing_ok=True)
-    predictions = source.model.predict(x, batch_size=batch_size or source.config.trainer.batch_size, verbose=0)
+    predictions = task.predict(source.model, x, batch_size or source.config.trainer.batch_size)
     has_base = any(p.baseline is not None for p in parts)
     baseline = np.concatenate([p.baseline if p.baseline is not None else np.zeros(len(p.x)) for p in parts]) \
         if has_base else None

@@ -1,7 +1,9 @@
 """Lab-report tables from MLflow: one row per run of a sweep, a parent run or an experiment.
 
 Columns are the parameters that differ between the runs (what was swept), then train/validation metrics at the
-best epoch (the early-stopping monitor's best, not the last epoch), test metrics, parameter count and time. The
+best epoch (the early-stopping monitor's best, not the last epoch), the gap between them in the task's first
+metric at that epoch and at the last (`gap_mae`, `last_gap_mae`…: validation worse than training by this much),
+test metrics, parameter count and time. The
 table is written as Markdown, CSV, LaTeX and HTML, with two figures: the headline metric against each swept
 parameter, and the validation curves overlaid.
 """
@@ -20,8 +22,9 @@ from mlflow.tracking import MlflowClient
 
 from nnlab import plots
 from nnlab.errors import NnlabError, closest
+from nnlab.logged_model import MODEL_NAME
 from nnlab.tasks import TASKS, Task, get_task, higher_is_better
-from nnlab.track import MODEL_NAME, PARENT_TAG, ROLE_TAG, SWEEP_TAG
+from nnlab.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
 FORMATS = {"md": "table.md", "csv": "table.csv", "tex": "table.tex", "html": "table.html"}
 # Params that differ between runs without being a choice of the experimenter.
@@ -109,6 +112,14 @@ def row(run: Run, swept: Sequence[str], extra: Sequence[str], tasks: Sequence[Ta
         # best-epoch values where the run had a validation monitor, else the last epoch's
         out[f"train_{name}"] = m.get(f"best_{name}", m.get(name))
         out[f"val_{name}"] = m.get(f"best_val_{name}", m.get(f"val_{name}"))
+    for name in dict.fromkeys(t.epoch_metrics[1] for t in tasks if len(t.epoch_metrics) > 1):
+        # validation worse than training by this much (overfitting; > 0 for errors and scores alike), at the best
+        # epoch and at the last: the model tested, where no early stopping restored the best
+        sign = -1 if higher_is_better(name) else 1
+        for column, train, val in ((f"gap_{name}", out[f"train_{name}"], out[f"val_{name}"]),
+                                   (f"last_gap_{name}", m.get(name), m.get(f"val_{name}"))):
+            if train is not None and val is not None:
+                out[column] = sign * (val - train)
     out |= {k: m.get(k) for k in [*dict.fromkeys(c for t in tasks for c in t.test_columns), *FACTS]}
     out |= {k: m.get(k, p.get(k)) for k in extra if k not in out}  # any other logged metric or param by name
     out["status"] = run.info.status

@@ -7,8 +7,8 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -93,8 +93,7 @@ def compile_model(model: keras.Model, optimizer, task: "str | Task", trainer: Tr
     jit = trainer.jit_compile
     model.compile(
         optimizer=optimizer,
-        loss=task.loss(trainer.loss, trainer.loss_options, num_classes),
-        metrics=task.metrics(trainer.metrics, num_classes),
+        **task.compile_args(trainer.loss, trainer.loss_options, trainer.metrics, num_classes),
         jit_compile="auto" if jit is None else bool(jit),
     )
 
@@ -145,7 +144,8 @@ def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg:
 
     With `checkpoint_dir`, every epoch saves a checkpoint there (weights, optimizer, epoch, stage, history, the
     time budget used); `resume` (a checkpoint's state, with `weights`: its file) continues from it: finished
-    stages are skipped, the interrupted one goes on with its optimizer's state, epochs count on."""
+    stages are skipped, the interrupted one goes on with its optimizer's state (a checkpoint from a stage's last
+    epoch gives the next stage its weights only), epochs count on."""
     from nnlab.config.train import StageConfig
     from nnlab.models.transfer import apply_trainable
 
@@ -167,8 +167,9 @@ def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg:
         optimizer, extra = build_optimizer(opt_cfg, steps, stage.epochs)
         compile_model(model, optimizer, data.task, trainer, data.num_classes)
         resumed_here = resume is not None and done > (ends[i - 1] if i else 0)
-        if resume is not None and done == resume["result"]["epochs_run"]:
-            restore_weights(model, Path(resume["weights"]))  # mid-stage: its optimizer state too
+        if resume is not None and done == resume["result"]["epochs_run"]:  # the stage the checkpoint left off in
+            # Mid-stage, its optimizer goes on; at a boundary the next stage starts fresh, as without a resume.
+            restore_weights(model, Path(resume["weights"]), optimizer=resumed_here)
         new_stage = result is not None and not resumed_here
         own = list(extra)
         if checkpoint_dir:  # before the caller's callbacks: an epoch is logged only once it can be resumed
@@ -209,10 +210,12 @@ def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Seque
     if budget is None and trainer.max_minutes:
         budget = TimeBudget(trainer.max_minutes)
     divergence = Divergence()
-    own: list[Any] = [divergence, *([budget] if budget else [])]
+    task = get_task(data.task)
+    # The task's validation scores (detection's mAP) first: early stopping and the loggers read them.
+    own: list[Any] = [*task.epoch_callbacks(data, trainer.batch_size), divergence, *([budget] if budget else [])]
     early = None
     es = trainer.early_stopping
-    monitor = es.monitor or get_task(data.task).monitor
+    monitor = es.monitor or task.monitor
     if data.val is None:  # no validation split: watch the training quantity instead
         monitor = monitor.removeprefix("val_")
     if es.patience is not None:
@@ -224,11 +227,11 @@ def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Seque
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     x, y = data.train
-    train_batches = batches(x, column(model, y), trainer.batch_size, shuffle=True, seed=seed,
+    train_batches = batches(x, task.targets(column(model, y)), trainer.batch_size, shuffle=True, seed=seed,
                             threads=trainer.threads, transform=transform)
     val_batches = None
     if data.val is not None:
-        val_batches = batches(data.val[0], column(model, data.val[1]), trainer.batch_size, shuffle=False,
+        val_batches = batches(data.val[0], task.targets(column(model, data.val[1])), trainer.batch_size, shuffle=False,
                               threads=trainer.threads)
     start = time.perf_counter()
     history = model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
@@ -252,11 +255,12 @@ def evaluate(model: keras.Model, data: Data, batch_size: int) -> tuple[dict[str,
     """Test metrics (prefixed test_) and the raw predictions, computed once each, plus what the task computes
     from the predictions (per-class scores, errors in original units, baselines…)."""
     x_test, y_test = data.test
-    scores = model.evaluate(batches(x_test, column(model, y_test), batch_size, shuffle=False), verbose=0,
-                            return_dict=True)
-    predictions = model.predict(x_test, batch_size=batch_size, verbose=0)
+    task = get_task(data.task)
+    test_batches = batches(x_test, task.targets(column(model, y_test)), batch_size, shuffle=False)
+    scores = model.evaluate(test_batches, verbose=0, return_dict=True)
+    predictions = task.predict(model, x_test, batch_size)
     metrics = {f"test_{k}": float(v) for k, v in scores.items()}
-    return metrics | get_task(data.task).evaluate(model, data, predictions, batch_size), predictions
+    return metrics | task.evaluate(model, data, predictions, batch_size), predictions
 
 
 def column(model: keras.Model, y: np.ndarray) -> np.ndarray:

@@ -18,10 +18,11 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nnlab.config.data import (AirlineConfig, AugmentConfig, BostonConfig, Cifar10Config, CsvTableConfig,
-                               DigitsConfig, FacesConfig, IdxConfig, ImageFolderConfig, NotMnistConfig,
-                               OxfordPetsConfig, ScenesConfig, SegmentationFolderConfig)
+                               DetectionFolderConfig, DigitsConfig, FacesConfig, IdxConfig, ImageFolderConfig,
+                               NoisyCurveConfig, NotMnistConfig, OxfordPetsConfig, ScenesConfig,
+                               SegmentationFolderConfig)
 from nnlab.config.models import (AlexNetConfig, CNNConfig, LSTMConfig, MLPConfig, ResNetConfig,
-                                 TransferConfig, UNetConfig)
+                                 RetinaNetConfig, TransferConfig, UNetConfig)
 from nnlab.config.optim import AdamConfig, AdamWConfig, NadamConfig, RMSpropConfig, SGDConfig
 from nnlab.config.train import TrainerConfig
 
@@ -77,10 +78,12 @@ SCHEMAS: dict[str, dict[str, type]] = {
         "cifar10": Cifar10Config, "image_folder": ImageFolderConfig, "fruits": ImageFolderConfig,
         "hotdog": ImageFolderConfig, "faces": FacesConfig, "boston": BostonConfig, "airline": AirlineConfig,
         "csv_table": CsvTableConfig, "scenes": ScenesConfig, "segmentation_folder": SegmentationFolderConfig,
-        "oxford_pets": OxfordPetsConfig,
+        "oxford_pets": OxfordPetsConfig, "detection_folder": DetectionFolderConfig,
+        "noisy_curve": NoisyCurveConfig,
     },
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "alexnet": AlexNetConfig, "resnet": ResNetConfig,
-              "transfer": TransferConfig, "lstm": LSTMConfig, "unet": UNetConfig},
+              "transfer": TransferConfig, "lstm": LSTMConfig, "unet": UNetConfig,
+              "retinanet": RetinaNetConfig},
     "optimizer": {
         "sgd": SGDConfig,
         "adam": AdamConfig,

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from nnlab.errors import ConfigError, unknown_name
+from nnlab.errors import ConfigError, closest, unknown_name
 
 Rule = Callable[[str, Any], None]
 FIX = "fix it in the YAML file or the override"
@@ -49,6 +49,9 @@ TABLE_TASKS = ("auto", "classification", "regression")  # nnlab.data.tables (csv
 SCALES = ("minmax", "standard", "none")  # nnlab.data.tables (airline)
 SCENE_SOURCES = ("digits", "fashion_mnist")  # nnlab.data.scenes
 SCENE_TARGETS = ("masks", "boxes")
+AUGMENT_LIBRARIES = ("keras", "albumentations")  # nnlab.data.augment
+# albumentations classes that are no image transform of their own (bases, 3-D volumes, torch tensors out).
+NOT_TRANSFORMS = ("BasicTransform", "DualTransform", "ImageOnlyTransform", "Transform3D", "ToTensorV2")
 
 
 def is_missing(value: Any) -> bool:
@@ -195,6 +198,69 @@ def fold(key: str, cfg: Any) -> None:
                           f"[0, {cfg.folds - 1}]; {FIX}.")
 
 
+def interval(key: str, value: Any) -> None:
+    """[low, high]: two numbers, low < high."""
+    if not (isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value) and value[0] < value[1]):
+        raise ConfigError(f"{key}={value} must be [low, high]: two numbers with low < high; {FIX}.")
+
+
+def transform_entry(key: str, value: Any) -> None:
+    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+        raise ConfigError(f"{key}={value!r} must be a mapping of an albumentations class name and its arguments, "
+                          f"e.g. {{name: HorizontalFlip, p: 0.5}}; {FIX}.")
+
+
+def augment_library(key: str, cfg: Any) -> None:
+    """Each library reads its own keys (Keras layer options or albumentations transforms), never both."""
+    keras_keys = [k for k in ("flip", "rotation", "zoom", "shift", "contrast", "brightness") if getattr(cfg, k)]
+    if cfg.library == "keras" and cfg.transforms:
+        raise ConfigError(f"{key}.transforms is read only with {key}.library=albumentations; set it, or remove "
+                          "the transforms.")
+    if cfg.library == "albumentations" and (keras_keys or not cfg.transforms):
+        what = f"{key}.{keras_keys[0]} is a Keras layer option" if keras_keys else "No transforms are listed"
+        raise ConfigError(f"{what}: {key}.library=albumentations applies {key}.transforms, e.g. "
+                          f"[{{name: HorizontalFlip, p: 0.5}}] (or set {key}.library=keras).")
+    for i, entry in enumerate(cfg.transforms if cfg.library == "albumentations" else ()):
+        albumentations_transform(f"{key}.transforms.{i}", dict(entry))
+
+
+def albumentations_module():
+    """albumentations, imported without its update check (a request to PyPI at import: runs stay offline)."""
+    import os
+
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    try:
+        import albumentations
+    except ImportError:
+        raise ConfigError("augment.library=albumentations needs the albumentations package: pip install -e "
+                          "'.[albumentations]' (make install includes it).") from None
+    return albumentations
+
+
+def albumentations_transform(key: str, entry: dict) -> None:
+    """One of albumentations' own transform names, arguments of its class, values its class accepts (it validates
+    them): a typo fails before the run, not in a pipeline thread mid-epoch."""
+    import inspect
+
+    A = albumentations_module()
+    names = [n for n, c in vars(A).items() if inspect.isclass(c) and issubclass(c, A.BasicTransform)
+             and not issubclass(c, A.Transform3D) and n not in NOT_TRANSFORMS]
+    one_of(names)(f"{key}.name", entry["name"])
+    args = {k: v for k, v in entry.items() if k != "name"}
+    allowed = [p for p in inspect.signature(getattr(A, entry["name"])).parameters if p not in ("args", "kwargs")]
+    for arg in (a for a in args if a not in allowed):
+        hint = closest(arg, allowed)
+        raise ConfigError(f"{key}: {entry['name']} has no argument '{arg}': its arguments are {', '.join(allowed)}"
+                          + (f"; did you mean '{hint}'?" if hint else "."))
+    try:
+        getattr(A, entry["name"])(**args)
+    except (TypeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        reason = " ".join(line for line in str(err).split("\n") if "further information" not in line)
+        raise ConfigError(f"{key}: albumentations refuses {entry['name']} with {args} ({' '.join(reason.split())}); "
+                          f"{FIX}.") from None
+
+
 POSITIVE = number(1)
 POSITIVE_OR_NULL = number(1, null=True)
 NON_NEGATIVE = number(0)
@@ -217,6 +283,9 @@ MODEL: dict[str, Rule] = {
 MLP = MODEL | {"depth": NON_NEGATIVE}  # depth 0 (or widths: []): no hidden layer, a linear model
 FILTER_LIST = MODEL | {"filters": each(POSITIVE, at_least=1)}  # alexnet, resnet: one entry per stage
 FILTER_COUNT = MODEL | {"filters": POSITIVE}  # unet: the first level's filters
+RETINANET = FILTER_LIST | {"blocks": each(POSITIVE, at_least=1), "min_level": number(1), "max_level": number(1),
+                           "anchor_size": number(0, low_open=True), "head_convs": NON_NEGATIVE,
+                           "max_detections": POSITIVE, "min_score": number(0, 1), "iou_threshold": number(0, 1)}
 
 SCHEDULE: dict[str, Rule] = {
     "name": one_of(SCHEDULES), "warmup_epochs": NON_NEGATIVE, "alpha": number(0, 1),
@@ -255,7 +324,9 @@ SCENES = DATASET | {
     "item_size": pair(2, ordered=True, what="[min, max]"), "classes": each(number(0, 9), null=True),
     "max_overlap": number(0, 1), "noise": NON_NEGATIVE,
 }
+NOISY_CURVE = DATASET | {"count": number(2), "test_count": POSITIVE, "x_range": interval, "noise": NON_NEGATIVE}
 AUGMENT: dict[str, Rule] = {
     "flip": one_of(FLIPS, null=True), "fill_mode": one_of(FILL_MODES), "rotation": NON_NEGATIVE,
     "zoom": number(0, 1), "shift": number(0, 1), "contrast": number(0, 1), "brightness": number(0, 1),
+    "library": one_of(AUGMENT_LIBRARIES), "transforms": each(transform_entry),
 }

@@ -1,7 +1,7 @@
 """Schemas of the `dataset` group (nnlab.data builders) and of the top-level `augment` node."""
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
@@ -115,8 +115,22 @@ class CsvTableConfig(DatasetConfig):
 
 
 @dataclass
+class NoisyCurveConfig(DatasetConfig):
+    """The dropout homework's data (nnlab.data.curves): y = sin(x) + Gaussian noise, generated offline."""
+
+    name: str = "noisy_curve"
+    count: int = 100  # noisy points in the pool: 20 train (few, so a wide network can learn them by heart)
+    val_split: float = 0.8  # and 80 validate: fewer would make the validation error (and best epoch) mostly noise
+    test_count: int = 1000
+    x_range: list[float] = field(default_factory=lambda: [-3.0, 3.0])  # x is uniform in [low, high]
+    noise: float = 0.3  # std of the noise added to every target (the test MAE cannot go below ~0.8 * noise)
+    rules: ClassVar[dict] = checks.NOISY_CURVE
+
+
+@dataclass
 class AugmentConfig:
-    """Training-only augmentation (Keras preprocessing layers); the keys of nnlab.data.augment."""
+    """Training-only augmentation; the keys of nnlab.data.augment. library=keras: preprocessing layers in the
+    model (flip … fill_mode); library=albumentations: `transforms` applied in the input pipeline."""
 
     flip: str | None = None  # horizontal | vertical | horizontal_and_vertical
     rotation: float = 0.0  # fraction of a full turn
@@ -125,9 +139,13 @@ class AugmentConfig:
     contrast: float = 0.0
     brightness: float = 0.0  # images are scaled to [0, 1]
     fill_mode: str = "reflect"  # reflect | constant | nearest | wrap
+    library: str = "keras"  # keras | albumentations (pip install -e '.[albumentations]')
+    # albumentations only: transforms by class name with their arguments, e.g. [{name: HorizontalFlip, p: 0.5}]
+    transforms: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         checks.validate(self, "augment", checks.AUGMENT)
+        checks.augment_library("augment", self)
 
 
 @dataclass
@@ -158,6 +176,16 @@ class SegmentationFolderConfig(ImageDatasetConfig):
     classes: list[str] | None = None  # names by mask value; null: background/foreground for 0/255, else 0..K
     image_size: list[int] = field(default_factory=lambda: [128, 128])  # height, width
     color_mode: str = "rgb"  # rgb | grayscale (masks are never converted)
+
+
+@dataclass
+class DetectionFolderConfig(ImageDatasetConfig):
+    name: str = "detection_folder"
+    path: str | None = MISSING  # holds images/ + annotations.json (COCO) or annotations/*.xml (VOC), or train/, test/
+    test_split: float = 0.2  # held out when there is no test/ folder
+    classes: list[str] | None = None  # class names in label order; null: COCO categories by id, or VOC names sorted
+    image_size: list[int] = field(default_factory=lambda: [256, 256])  # height, width (boxes are scaled along)
+    color_mode: str = "rgb"  # rgb | grayscale
 
 
 @dataclass

@@ -136,3 +136,23 @@ class UNetConfig(ModelConfig):
     preprocess: str = "auto"  # with a backbone: auto (its family's ImageNet scaling) | tf | torch | caffe | raw | none
     freeze_batch_norm: bool | None = None  # backbone batch norm in inference mode; null: whenever weights load
     rules: ClassVar[dict] = checks.FILTER_COUNT
+
+
+@dataclass
+class RetinaNetConfig(ModelConfig):
+    """KerasHub's RetinaNet (detection): an image encoder, a feature pyramid, box and class heads, anchors."""
+
+    name: str = "retinanet"
+    encoder: str | None = None  # null: a small ResNet (filters, blocks); else a KerasHub backbone preset (name/dir)
+    filters: list[int] = field(default_factory=lambda: [64, 64, 128, 256])  # ResNet stage widths; KerasHub: 64 first
+    blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])  # basic residual blocks per stage
+    min_level: int = 3  # finest pyramid level: stride 2**min_level (3: 8 pixels)
+    max_level: int = 5  # coarsest level; image sides must be divisible by 2**max_level
+    anchor_size: float = 2.0  # anchor side = anchor_size * stride at each level (2: 16-25 px at level 3)
+    head_convs: int = 1  # 3x3 convs (256 filters) in each head before its output
+    head_norm: bool = True  # group normalization after the heads' convs (box loss 10x lower after 2 epochs here)
+    max_detections: int = 100  # boxes kept per image after non-max suppression
+    min_score: float = 0.05  # detections below this score are dropped (low: mAP needs the whole ranking)
+    iou_threshold: float = 0.5  # non-max suppression: a box overlapping a better one by more is dropped
+    weights: str | None = None  # a .weights.h5 file nnlab saved for this architecture
+    rules: ClassVar[dict] = checks.RETINANET

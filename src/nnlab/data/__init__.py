@@ -97,4 +97,4 @@ def load_dataset(cfg: Any, seed: int) -> Data:
 
 
 # Import the loaders so that they register themselves.
-from nnlab.data import bundled, folders, idx, scenes, segmentation, tables  # noqa: E402,F401
+from nnlab.data import bundled, curves, detection, folders, idx, scenes, segmentation, series, tables  # noqa: E402,F401

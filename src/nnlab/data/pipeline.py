@@ -31,9 +31,9 @@ def tf_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, 
         indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     indices = indices.batch(batch_size)
     # One copy of the arrays, repeated by reference alongside every index batch (as Keras's own adapter does).
-    arrays = tf.data.Dataset.from_tensors((np.asarray(x), np.asarray(y))).repeat()
+    arrays = tf.data.Dataset.from_tensors((np.asarray(x), keras.tree.map_structure(np.asarray, y))).repeat()
     ds = tf.data.Dataset.zip((indices, arrays)).map(
-        lambda i, xy: (tf.gather(xy[0], i), tf.gather(xy[1], i)), num_parallel_calls=tf.data.AUTOTUNE
+        lambda i, xy: tf.nest.map_structure(lambda a: tf.gather(a, i), xy), num_parallel_calls=tf.data.AUTOTUNE
     )
     ds = ds.prefetch(tf.data.AUTOTUNE)
     if threads:  # tf.data otherwise sizes its pool to every core, whatever the op threads were set to
@@ -62,10 +62,11 @@ class ArrayBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         # Sorted indices read a memory-mapped file front to back; the order inside a batch does not matter.
         rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        y = keras.tree.map_structure(lambda a: a[rows], self.y)
         if self.transform is None:
-            return self.x[rows], self.y[rows]
+            return self.x[rows], y
         # A generator per batch: worker threads fetch batches in any order, the draws stay reproducible.
-        return self.transform(self.x[rows], self.y[rows], np.random.default_rng([self.seed, self.epoch, index]))
+        return self.transform(self.x[rows], y, np.random.default_rng([self.seed, self.epoch, index]))
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

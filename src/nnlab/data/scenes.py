@@ -212,7 +212,22 @@ def scenes(
     info = {"train_items": len(train_items[1]), "test_items": len(test_items[1]), "problems": []}
     if target == "boxes":
         train, val = split_train(x, boxes, val_split=val_split, limit=None, seed=seed, stratify=False)
-        return Data(train, val, (x_test, boxes_test), "detection", item_names, rescale=1 / 255, info=info)
+        return Data(train, val, (x_test, boxes_test), "detection", item_names, info=info,
+                    preprocessing={"pixel_scale": 1.0})  # detectors take raw 0-255 pixels
     train, val = split_train(x, masks, val_split=val_split, limit=None, seed=seed, stratify=False)
     return Data(train, val, (x_test, masks_test), "segmentation", ["background", *item_names], rescale=1 / 255,
                 info=info)
+
+
+def held_out_canvas(*, seed: int, items: int, canvas_size: list[int], item_size: list[int] = (16, 28),
+                source: str = "digits", path: str | None = None, max_overlap: float = 0.0):
+    """One canvas of up to `items` held-out test items (the lab's "find 100 objects"), with its box rows:
+    (H, W, 3) uint8, [[x_min, y_min, x_max, y_max, class], ...]. Fewer fit when the canvas is too small."""
+    _, test_items, names = digit_pools(seed) if source == "digits" else fashion_pools(path)
+    test_items, _ = pick_classes(test_items, None, names)  # labels 1..K, as paint_canvas expects
+    opts = {"canvas_size": list(canvas_size), "items": [items, items], "item_size": list(item_size),
+            "max_overlap": max_overlap, "noise": 0.03, "texture": True}
+    check_options(opts, source, "boxes")
+    image, _, rows = paint_canvas(np.random.default_rng([seed, 2]), test_items, tuple(canvas_size), opts)
+    return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), [[int(v) for v in r] for r in rows], names
+

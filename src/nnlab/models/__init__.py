@@ -48,6 +48,16 @@ def assemble(kwargs: Mapping[str, Any], input_shape, task, num_classes, augment=
     if count < 1:
         raise NnlabError(f"model.ensemble={count}: an ensemble needs 1 or more members (1 = a single model).")
     body = MODELS.get(builder)
+    made_for = MODELS.info(builder).get("task")
+    if made_for and made_for != task.name:
+        raise NnlabError(f"model '{builder}' is made for {made_for} and this dataset's task is {task.name}; choose "
+                         "another model, or a dataset for that task.")
+    if MODELS.info(builder).get("complete"):
+        # A whole model with its own head (a detector). It takes raw pixels, in training and prediction alike:
+        # no rescaling layer in front; its task refuses augmentation that would not move its targets.
+        if count != 1:
+            raise NnlabError(f"model '{builder}' is a whole model with its own head: set model.ensemble=1.")
+        return body(input_shape=tuple(input_shape), num_classes=num_classes, **kwargs)
     inputs = keras.Input(shape=input_shape, name="inputs")
     x = inputs
     for layer in augment:
@@ -102,6 +112,19 @@ class MemberAverage(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+
+def serving_model(model):
+    """The model as MLflow serves it: the same layers and weights (shared, not copied) in an uncompiled graph,
+    so no custom loss or metric (Dice, the pixel cross-entropy) is saved with it, and an ensemble's MemberAverage
+    replaced by Keras's own Average, the same mean at inference. It loads with Keras alone: no nnlab import."""
+    def builtin(layer):
+        if isinstance(layer, MemberAverage):
+            return keras.layers.Average(name=layer.name, dtype=layer.dtype_policy)
+        return layer
+
+    bare = keras.Model(model.inputs, model.outputs, name=model.name)  # uncompiled; clone_model copies compile
+    return keras.models.clone_model(bare, clone_function=builtin)
 
 
 def members(model: keras.Model) -> list[keras.Model]:
@@ -166,4 +189,5 @@ def dense_block(x, units: int, *, activation: str, batch_norm: bool, dropout: fl
     return x
 
 
-from nnlab.models import alexnet, conv, dense, resnet, sequence, transfer, unet  # noqa: E402,F401  (registration)
+# Registration: each module's builders register themselves on import.
+from nnlab.models import alexnet, conv, dense, resnet, retinanet, sequence, transfer, unet  # noqa: E402,F401

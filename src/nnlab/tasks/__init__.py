@@ -8,6 +8,7 @@ attributes (headline metric, objective) without loading Keras.
 """
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -21,11 +22,13 @@ LOSS_ALIASES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "mape
                 "msle": "mean_squared_logarithmic_error", "logcosh": "log_cosh"}
 # Metric names where a larger value is better (for best epochs and sort order); the rest are errors.
 HIGHER_IS_BETTER = ("acc", "auc", "iou", "dice", "precision", "recall", "f1")
-ACRONYMS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "mape": "MAPE", "iou": "IoU", "auc": "AUC", "f1": "F1"}
+MEAN_AP = re.compile(r"map\d*")  # detection's map, map50, map75 (a whole word: mape is an error)
+ACRONYMS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "mape": "MAPE", "iou": "IoU", "auc": "AUC", "f1": "F1",
+            "map50": "mAP@0.5", "map": "mAP@[.5:.95]"}
 
 
 def higher_is_better(metric: str) -> bool:
-    return any(word in metric for word in HIGHER_IS_BETTER)
+    return any(word in metric for word in HIGHER_IS_BETTER) or any(MEAN_AP.fullmatch(w) for w in metric.split("_"))
 
 
 class Task:
@@ -39,6 +42,7 @@ class Task:
     epoch_metrics: ClassVar[tuple[str, ...]]  # per-epoch quantities a report shows at the best epoch
     test_columns: ClassVar[tuple[str, ...]] = ()  # test metrics a report shows
     losses: ClassVar[tuple[str, ...]]  # loss names the task accepts (Keras names, aliases, its own)
+    model_modules: ClassVar[tuple[str, ...]] = ()  # modules that register its models' classes for loading
 
     def head(self, x, num_classes: int):
         raise NotImplementedError
@@ -75,6 +79,29 @@ class Task:
 
     def metrics(self, names: Sequence[str] | None, num_classes: int) -> list:
         return [self.metric(n, num_classes) for n in (names or self.default_metrics(num_classes))]
+
+    def compile_args(self, loss: str | None, options: Mapping[str, Any] | None, metrics: Sequence[str] | None,
+                     num_classes: int) -> dict[str, Any]:
+        """`model.compile`'s loss and metrics arguments for trainer.loss, loss_options and metrics."""
+        return {"loss": self.loss(loss, options, num_classes), "metrics": self.metrics(metrics, num_classes)}
+
+    def targets(self, y: np.ndarray) -> Any:
+        """The targets `fit` and `evaluate` receive, from the loader's arrays (detection: a dict of them)."""
+        return y
+
+    def predict(self, model, x, batch_size: int):
+        """The model's raw outputs for x (what `evaluate`, `log_results` and `describe_predictions` take)."""
+        return model.predict(x, batch_size=batch_size, verbose=0)
+
+    def epoch_callbacks(self, data, batch_size: int) -> list:
+        """Callbacks that add the task's own validation scores to each epoch's logs (detection's mAP)."""
+        return []
+
+    def serving_model(self, model):
+        """The model as MLflow logs it for serving (see nnlab.models.serving_model)."""
+        from nnlab.models import serving_model
+
+        return serving_model(model)
 
     def augmentation(self, augment, seed: int):
         """(augment config for the model's image-only input layers, a transform(x, y, rng) of training batches in
@@ -142,4 +169,4 @@ def log_json(sink, table: Any, path: str) -> None:
     sink.text(json.dumps(table, indent=2), path)
 
 
-from nnlab.tasks import classification, regression, segmentation  # noqa: E402,F401  (registration)
+from nnlab.tasks import classification, detection, regression, segmentation  # noqa: E402,F401  (registration)

@@ -34,6 +34,12 @@ class Classification(Task):
     def default_metrics(self, num_classes: int) -> list[str]:
         return ["accuracy"]
 
+    def augmentation(self, augment, seed: int):
+        """Keras layers stay in the model; albumentations' transforms change the images alone, in the pipeline."""
+        from nnlab.data.augment import pipeline_augmentation
+
+        return pipeline_augmentation(augment, masks=False) if augment.library == "albumentations" else (augment, None)
+
     def log_results(self, sink, data, predictions, title: str) -> dict[str, float]:
         from nnlab import plots
         from nnlab.metrics import class_report

@@ -30,6 +30,13 @@ class Regression(Task):
     def default_metrics(self, num_classes: int) -> list[str]:
         return ["mae", "rmse"]
 
+    def augmentation(self, augment, seed: int):
+        """Keras layers stay in the model; albumentations' transforms change the images alone (the target, an age
+        say, stays), in the pipeline."""
+        from nnlab.data.augment import pipeline_augmentation
+
+        return pipeline_augmentation(augment, masks=False) if augment.library == "albumentations" else (augment, None)
+
     def evaluate(self, model, data, predictions, batch_size: int) -> dict[str, float]:
         """Errors in the target's own units, the loader's baselines (e.g. seasonal naive) on the same rows, and
         for an ensemble its members' errors alone (what averaging gained)."""

@@ -63,7 +63,12 @@ class Segmentation(Task):
 
     def augmentation(self, augment, seed: int):
         """Flips and shifts move image and mask together in the pipeline; rotation and zoom would need the
-        mask resampled the same way, which the pipeline does not do: refused rather than silently image-only."""
+        mask resampled the same way, which the pipeline does not do: refused rather than silently image-only.
+        albumentations' transforms take image and mask together (the mask resampled nearest-neighbour)."""
+        if augment.library == "albumentations":
+            from nnlab.data.augment import pipeline_augmentation
+
+            return pipeline_augmentation(augment, masks=True)
         if augment.rotation or augment.zoom:
             raise NnlabError("augment.rotation and augment.zoom are not applied to masks, so segmentation refuses "
                              "them; use augment.flip and augment.shift (they move image and mask together).")
