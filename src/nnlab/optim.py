@@ -1,11 +1,13 @@
 """Optimizers and learning-rate schedules.
 
 A builder takes its config's keys (learning rate already resolved to a float or a schedule) and returns a
-Keras optimizer. Schedules are defined per epoch in the config and turned into per-step schedules here,
-because Keras optimizers count steps.
+Keras optimizer. The decaying schedules follow the run's progress
+(DecaySchedule), which a time budget can shorten; exponential decay is Keras's per-step schedule.
 """
 
 import dataclasses
+import math
+import time
 
 import keras
 
@@ -20,38 +22,119 @@ OPTIMIZERS.register("adamw")(keras.optimizers.AdamW)
 OPTIMIZERS.register("nadam")(keras.optimizers.Nadam)
 OPTIMIZERS.register("rmsprop")(keras.optimizers.RMSprop)
 
-SCHEDULES = ("constant", "cosine", "exponential", "plateau")
+SCHEDULES = ("constant", "cosine", "linear", "onecycle", "exponential", "plateau")
+DECAYING = ("cosine", "linear", "onecycle")  # driven by DecaySchedule: they end at their floor with the run
 
 
-def learning_rate(lr: float, schedule: ScheduleConfig, steps_per_epoch: int, epochs: int):
-    if schedule.name in ("constant", "plateau"):
-        return lr
-    if schedule.name == "cosine":
-        warmup = schedule.warmup_epochs * steps_per_epoch
-        decay_steps = max(epochs * steps_per_epoch - warmup, 1)
-        if warmup:
-            return keras.optimizers.schedules.CosineDecay(0.0, decay_steps, alpha=schedule.alpha, warmup_target=lr,
-                                                          warmup_steps=warmup)
-        return keras.optimizers.schedules.CosineDecay(lr, decay_steps, alpha=schedule.alpha)
+def multiplier(schedule: ScheduleConfig, progress: float) -> float:
+    """The decaying schedules' learning rate as a fraction of the peak, at `progress` (0: first step after any
+    warm-up epochs, 1: the run's planned end)."""
+    p = min(max(progress, 0.0), 1.0)
+    if schedule.name == "onecycle":
+        if p < schedule.pct_start:  # warm up from lr / div_factor to lr
+            low = 1.0 / schedule.div_factor
+            return low + (1.0 - low) * p / schedule.pct_start
+        p = (p - schedule.pct_start) / (1.0 - schedule.pct_start)
+    shape = 1.0 - p if schedule.name == "linear" else 0.5 * (1.0 + math.cos(math.pi * p))
+    return schedule.alpha + (1.0 - schedule.alpha) * shape
+
+
+class DecaySchedule(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate from the share of the stage done, so that the decay ends with the
+    training: after `epochs` epochs, or, with a time `budget` (callbacks.TimeBudget), after the epoch at which
+    the budget will stop it on this machine, whichever comes first. The plan is re-made every epoch from the
+    epochs' measured duration (in the first epoch, from its batches so far), so a slow or shared machine
+    decays sooner and still reaches the floor. Progress never moves back when the machine speeds up.
+
+    A Keras schedule object cannot do this: it sees only the step count inside the compiled train step. The
+    learning rate is a plain variable here, assigned between batches (every `every` batches), which every
+    backend reads at its next step."""
+
+    def __init__(self, schedule: ScheduleConfig, learning_rate: float, steps_per_epoch: int, first_epoch: int,
+                 epochs: int, budget=None):
+        super().__init__()
+        self.schedule, self.peak, self.steps = schedule, learning_rate, max(steps_per_epoch, 1)
+        self.first, self.epochs, self.budget = first_epoch, epochs, budget
+        self.every = max(1, self.steps // 100)
+        self.progress = 0.0
+        self.durations: list[float] = []
+
+    def planned_epochs(self, epoch: int, batch: int) -> float:
+        """Epochs of this stage that will run: all of them, or as many as the time budget lets run."""
+        if self.budget is None:
+            return self.epochs
+        done = epoch - self.first
+        epoch_seconds = self.epoch_seconds(batch)
+        if epoch_seconds is None:
+            return self.epochs
+        # callbacks.TimeBudget stops after the epoch when the next would overrun, judged by the slowest epoch.
+        slowest = max(self.budget.slowest, epoch_seconds)
+        before = self.budget.used() - (time.perf_counter() - self.epoch_start)  # at this epoch's start
+        room = self.budget.budget - slowest - before
+        return min(self.epochs, done + max(1, math.floor(room / epoch_seconds) + 1))
+
+    def epoch_seconds(self, batch: int) -> float | None:
+        if self.durations:
+            return self.durations[-1]  # the machine's speed now, not at the start
+        if batch >= min(10, self.steps):  # first epoch: extrapolate from its batches
+            return (time.perf_counter() - self.epoch_start) / batch * self.steps
+        return self.budget.slowest or None  # resumed: the budget remembers its slowest epoch
+
+    def rate(self, epoch: int, batch: int) -> float:
+        step = (epoch - self.first) * self.steps + batch
+        warmup = self.schedule.warmup_epochs * self.steps if self.schedule.name != "onecycle" else 0
+        if step < warmup:
+            return self.peak * step / warmup
+        total = self.planned_epochs(epoch, batch) * self.steps
+        self.progress = max(self.progress, (step - warmup) / max(total - warmup, 1))
+        return self.peak * multiplier(self.schedule, self.progress)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.epoch_start = epoch, time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.durations.append(time.perf_counter() - self.epoch_start)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch % self.every:
+            return
+        # On JAX, touching self.model syncs the loop's state first (Keras's Callback.model), so the new value
+        # is the one the next step reads.
+        self.model.optimizer.learning_rate = self.rate(self.epoch, batch)
+
+
+def learning_rate(lr: float, schedule: ScheduleConfig, steps_per_epoch: int):
+    """What the optimizer starts with: a float (DecaySchedule, when there is one, then sets it), or Keras's
+    per-step exponential decay."""
     if schedule.name == "exponential":
         return keras.optimizers.schedules.ExponentialDecay(lr, decay_steps=steps_per_epoch,
                                                            decay_rate=schedule.decay_rate)
-    raise NnlabError(unknown_name("schedule", schedule.name, SCHEDULES))
+    if schedule.name not in SCHEDULES:
+        raise NnlabError(unknown_name("schedule", schedule.name, SCHEDULES))
+    if schedule.name in DECAYING:
+        return lr * (multiplier(schedule, 0.0) if schedule.name == "onecycle" or not schedule.warmup_epochs else 0.0)
+    return lr
 
 
-def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int):
-    """Return (optimizer, callbacks); reduce-on-plateau is a callback, not a schedule. The config's fields other
-    than name and schedule are the Keras optimizer's arguments."""
+def build_optimizer(cfg: OptimizerConfig, steps_per_epoch: int, epochs: int, *, first_epoch: int = 0,
+                    budget=None):
+    """Return (optimizer, callbacks) for a stage of `epochs` epochs from `first_epoch` (0-based, counted over
+    the whole run); `budget`: the run's callbacks.TimeBudget. The decaying schedules and reduce-on-plateau are
+    callbacks. The config's fields other than name and schedule are the Keras optimizer's arguments."""
     kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("name", "schedule")}
     builder = OPTIMIZERS.get(cfg.name)  # a plugin's optimizer takes OptimizerConfig's fields (its YAML: +extras)
-    kwargs["learning_rate"] = learning_rate(cfg.learning_rate, cfg.schedule, steps_per_epoch, epochs)
+    schedule = cfg.schedule
+    kwargs["learning_rate"] = learning_rate(cfg.learning_rate, schedule, steps_per_epoch)
     if kwargs.get("clipnorm") is None:
         kwargs.pop("clipnorm", None)
     callbacks = []
-    if cfg.schedule.name == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.schedule.factor,
-                                                           patience=cfg.schedule.patience,
-                                                           min_lr=cfg.schedule.min_lr, verbose=0))
+    if schedule.name in DECAYING:
+        callbacks.append(DecaySchedule(schedule, cfg.learning_rate, steps_per_epoch, first_epoch, epochs,
+                                       budget if schedule.fit_budget else None))
+    if schedule.name == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=schedule.factor,
+                                                           patience=schedule.patience,
+                                                           min_lr=schedule.min_lr, verbose=0))
     return builder(**kwargs), callbacks
 
 

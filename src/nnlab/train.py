@@ -164,7 +164,8 @@ def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg:
             apply_trainable(model, stage.trainable)
         opt_cfg = optimizer_cfg if stage.learning_rate is None else replace(optimizer_cfg,
                                                                             learning_rate=stage.learning_rate)
-        optimizer, extra = build_optimizer(opt_cfg, steps, stage.epochs)
+        optimizer, extra = build_optimizer(opt_cfg, steps, stage.epochs, first_epoch=int(ends[i]) - stage.epochs,
+                                           budget=budget)
         compile_model(model, optimizer, data.task, trainer, data.num_classes)
         resumed_here = resume is not None and done > (ends[i - 1] if i else 0)
         if resume is not None and done == resume["result"]["epochs_run"]:  # the stage the checkpoint left off in

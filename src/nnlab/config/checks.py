@@ -35,7 +35,7 @@ KERAS_METRICS = ("accuracy", "binary_accuracy", "categorical_accuracy", "sparse_
                  "log_cosh_error", "r2_score", "cosine_similarity", "poisson", "binary_crossentropy",
                  "categorical_crossentropy", "sparse_categorical_crossentropy", "hinge", "squared_hinge",
                  "categorical_hinge", "kl_divergence")
-SCHEDULES = ("constant", "cosine", "exponential", "plateau")  # nnlab.optim.SCHEDULES
+SCHEDULES = ("constant", "cosine", "linear", "onecycle", "exponential", "plateau")  # nnlab.optim.SCHEDULES
 CONV_POOLS = ("max", "avg", "none")  # nnlab.models.conv.POOLS + none
 POOLINGS = ("avg", "max", "flatten")  # nnlab.models.transfer.POOLINGS
 CELLS = ("lstm", "gru")  # nnlab.models.sequence.CELLS
@@ -289,6 +289,7 @@ RETINANET = FILTER_LIST | {"blocks": each(POSITIVE, at_least=1), "min_level": nu
 
 SCHEDULE: dict[str, Rule] = {
     "name": one_of(SCHEDULES), "warmup_epochs": NON_NEGATIVE, "alpha": number(0, 1),
+    "pct_start": number(0, 1, high_open=True), "div_factor": number(1),
     "decay_rate": number(0, low_open=True), "factor": number(0, 1, low_open=True, high_open=True),
     "patience": NON_NEGATIVE, "min_lr": NON_NEGATIVE,
 }
@@ -306,7 +307,7 @@ TRAINER: dict[str, Rule] = {
     "early_stopping": nested({"patience": number(0, null=True, note="epochs without improvement")}),
     "stages": each(nested(STAGE)), "loss": one_of(loss_names, null=True),
     "metrics": each(one_of(metric_names), null=True), "threads": POSITIVE_OR_NULL,
-    "verbose": number(0, 2, null=True),
+    "devices": POSITIVE_OR_NULL, "verbose": number(0, 2, null=True),
 }
 
 DATASET: dict[str, Rule] = {

@@ -1,4 +1,4 @@
-"""Schemas of the `optimizer` group (nnlab.optim): Keras optimizer arguments plus a per-epoch schedule."""
+"""Schemas of the `optimizer` group (nnlab.optim): Keras optimizer arguments plus a learning-rate schedule."""
 
 from dataclasses import dataclass, field
 
@@ -9,9 +9,14 @@ from nnlab.config import checks
 
 @dataclass
 class ScheduleConfig:
-    name: str = "constant"  # constant | cosine | exponential | plateau
-    warmup_epochs: int = 0  # linear warm-up (cosine)
-    alpha: float = 0.0  # cosine: final lr as a fraction of the initial one
+    name: str = "constant"  # constant | cosine | linear | onecycle | exponential | plateau
+    # cosine, linear and onecycle decay over the run: with trainer.max_minutes (and fit_budget) the run is what
+    # the time budget lets this machine train, trainer.epochs only an upper bound; otherwise trainer.epochs.
+    fit_budget: bool = True
+    warmup_epochs: int = 0  # cosine, linear: linear warm-up from 0 over these epochs
+    alpha: float = 0.0  # cosine, linear, onecycle: final lr as a fraction of the peak
+    pct_start: float = 0.25  # onecycle: the share of the run spent warming up from lr / div_factor to lr
+    div_factor: float = 25.0  # onecycle
     decay_rate: float = 0.9  # exponential: factor per epoch
     factor: float = 0.5  # plateau: lr multiplier when val_loss stalls
     patience: int = 2  # plateau
