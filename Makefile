@@ -46,16 +46,16 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-## The MLflow UI check: playwright plus Debian's chromium (apt where root), then the `ui` tests.
+## The MLflow UI and Netron checks: playwright, netron and Debian's chromium (apt where root), then the `ui` tests.
 ## The screenshot is kept in outputs/ui-check/ (NNLAB_UI_SCREENSHOT_DIR overrides)
 test-ui: $(STAMP)
-	$(PY) -m pip install -q "playwright>=1.40"
+	$(PY) -m pip install -q "playwright>=1.40" "netron>=9"
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
 	  || echo "make: could not install chromium; the ui tests will skip"; \
 	else echo "make: Chromium not found; install it (apt install chromium) or the ui tests skip"; fi
-	NNLAB_UI_SCREENSHOT_DIR=$${NNLAB_UI_SCREENSHOT_DIR:-$(abspath outputs/ui-check)} $(PY) -m pytest -q -m ui tests/test_ui.py $(ARGS)
+	NNLAB_UI_SCREENSHOT_DIR=$${NNLAB_UI_SCREENSHOT_DIR:-$(abspath outputs/ui-check)} $(PY) -m pytest -q -m ui tests/test_ui.py tests/test_netron.py $(ARGS)
 
 ## Browse the runs of ./mlflow.db at http://127.0.0.1:5000 (lean: one worker, no job runner: 0.5 GB, not 2.7 GB)
 ui: $(STAMP)

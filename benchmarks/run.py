@@ -15,6 +15,8 @@
             100 held-out digits: found / present, precision
   augment   images/s of training-time augmentation, Keras layers vs albumentations (flip + rotation + shift
             on generated 64x64 RGB batches; needs no data)
+  budget    fashion_cnn_adam on an idle machine and beside a second training job: test accuracies within 0.3
+            points (the schedule follows the 20-minute budget); `budget:idle` or `budget:loaded` runs one leg
   sweep     wall time of a 4-job sweep with the joblib launcher / the same sweep run serially (target <= 0.6
             on 2 cores): fashion_neurons and boston_variants as users run them, and a 3-epoch Fashion sweep;
             `sweep:NAME` runs one of them
@@ -92,7 +94,7 @@ def bench_overhead(work: str, epochs: int) -> dict:
 
 KEEP = ("test_accuracy", "test_mae", "test_loss", "test_rmse_original", "test_rmse_original_naive",
         "test_rmse_original_seasonal_naive", "test_mean_iou", "test_dice", "test_pixel_accuracy", "test_map50",
-        "test_map", "params", "training_seconds", "epochs_run", "stopped_by", "status", "run_id")
+        "test_map", "params", "training_seconds", "epochs_run", "stopped_by", "status", "run_id", "lr")
 
 
 def bench_experiments(work: str, names: tuple[str | tuple[str, ...], ...]) -> dict:
@@ -121,6 +123,30 @@ def bench_detect(work: str) -> dict:
         found = json.loads((out / "detections.json").read_text())
         results[f"scene{items}"] = {k: found.get(k) for k in ("present", "found", "precision")} | {
             "kept": len(found["detections"]), "seconds": round(seconds, 1)}
+    return results
+
+
+def bench_budget(work: str, legs: tuple[str, ...] = ("idle", "loaded")) -> dict:
+    """fashion_cnn_adam as a new user runs it (20-minute budget, cosine schedule fitted to the budget), on an
+    idle machine and with a second training job beside it (fashion_mlp, for as long as the first one runs).
+    Target: test accuracies within 0.3 points of each other."""
+    results = {}
+    for leg in legs:
+        beside = None
+        if leg == "loaded":
+            beside = subprocess.Popen(nnlab("+experiment=fashion_mlp", "trainer.epochs=1000", "trainer.max_minutes=60",
+                                            f"tracking.uri=sqlite:///{work}/beside.db", "tracking.experiment=beside"),
+                                      cwd=work, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(20)  # let it get past its imports and data loading, into training
+        try:
+            run = bench_experiments(work, (("fashion_cnn_adam", f"tracking.run_name={leg}"),))["fashion_cnn_adam"]
+        finally:
+            if beside is not None:
+                beside.kill()
+                beside.wait()
+        results[leg] = run
+    if len(results) == 2:
+        results["accuracy_gap_points"] = 100 * abs(results["idle"]["test_accuracy"] - results["loaded"]["test_accuracy"])
     return results
 
 
@@ -200,6 +226,8 @@ def main() -> None:
                 result = bench_images(os.environ["NNLAB_DATA_DIR"])
             elif which == "augment":
                 result = bench_augment()
+            elif which.startswith("budget"):  # budget, budget:idle or budget:loaded
+                result = bench_budget(work, tuple(which.split(":", 1)[1].split(",")) if ":" in which else ("idle", "loaded"))
             elif which.startswith("sweep:"):  # one of the sweeps, e.g. sweep:boston
                 result = bench_sweep(work, names=tuple(which.split(":", 1)[1].split(",")))
             else:

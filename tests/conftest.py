@@ -115,3 +115,31 @@ def nnlab_main(tmp_path, monkeypatch, capsys):
 
     yield call
     signal.signal(signal.SIGTERM, sigterm)
+
+
+@pytest.fixture
+def nnlab_cli(monkeypatch, capsys):
+    """`nnlab ARGS` in this process: (exit status, stdout, stderr); restores the variables and signal handlers
+    that main() sets (HYDRA_FULL_ERROR left set would make later jobs raise instead of exiting 2)."""
+    import signal
+
+    from nnlab.cli import main
+
+    for var in ("HYDRA_FULL_ERROR", "TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL"):
+        monkeypatch.setenv(var, "")  # recorded, so that what main() sets is undone afterwards
+        monkeypatch.delenv(var)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+
+    def call(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["nnlab", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    yield call
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)

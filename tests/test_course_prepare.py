@@ -2,8 +2,6 @@
 read back the way course scripts and nnlab's loaders read it."""
 
 import csv
-import signal
-import sys
 
 import numpy as np
 import pytest
@@ -16,28 +14,15 @@ from nnlab.data.idx import read_idx
 
 
 @pytest.fixture
-def prepare_cli(monkeypatch, capsys, tmp_path):
-    """`nnlab course prepare ARGS` in this process: (exit status, stdout, stderr lines)."""
-    from nnlab.cli import main
-
+def prepare_cli(nnlab_cli, monkeypatch, tmp_path):
+    """`nnlab course prepare ARGS` in this process, in tmp_path: (exit status, stdout, nnlab's stderr lines)."""
     monkeypatch.chdir(tmp_path)
-    for var in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL"):
-        monkeypatch.setenv(var, "2" if var.startswith("TF") else "WARNING")
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)  # an earlier job's main() sets it: errors would raise
-    sigterm = signal.getsignal(signal.SIGTERM)
 
     def call(*args: str):
-        monkeypatch.setattr(sys, "argv", ["nnlab", "course", "prepare", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code
-        out = capsys.readouterr()
-        return code, out.out, [line for line in out.err.splitlines() if line.startswith("nnlab")]
+        code, out, err = nnlab_cli("course", "prepare", *args)
+        return code, out, [line for line in err.splitlines() if line.startswith("nnlab")]
 
-    yield call
-    signal.signal(signal.SIGTERM, sigterm)
+    return call
 
 
 def rows(images: np.ndarray) -> list[bytes]:

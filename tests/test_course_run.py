@@ -1,6 +1,5 @@
 """`nnlab course run|init`: grading scripts the platform's way, in MLflow; bad scripts get one sentence."""
 
-import signal
 import sys
 from pathlib import Path
 
@@ -14,30 +13,15 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture
-def nnlab(monkeypatch, capsys, tmp_path):
-    """`nnlab ARGS` in this process, in tmp_path: (exit status, stdout, stderr lines)."""
-    from nnlab.cli import main
-
+def nnlab(nnlab_cli, monkeypatch, tmp_path):
+    """`nnlab ARGS` in this process, in tmp_path: (exit status, stdout, nnlab's stderr lines)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NNLAB_CACHE_DIR", str(tmp_path / "cache"))
-    for var in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL"):  # main() sets them: restored afterwards
-        monkeypatch.setenv(var, "2" if var.startswith("TF") else "WARNING")
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
 
     def call(*args: str) -> tuple[int, str, list[str]]:
-        monkeypatch.setattr(sys, "argv", ["nnlab", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code
-        out = capsys.readouterr()
-        return code, out.out, [line for line in out.err.splitlines() if line.startswith("nnlab")]
+        code, out, err = nnlab_cli(*args)
+        return code, out, [line for line in err.splitlines() if line.startswith("nnlab")]
 
-    yield call
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
+    return call
 
 
 def course_runs(store: str) -> list:

@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from data_fixtures import make_split_tree
+from nnlab import netron_view
 
 pytestmark = pytest.mark.slow
 SMALL_BACKBONE = ["model=transfer", "model.backbone=MobileNetV2", "+model.backbone_kwargs.alpha=0.35"]
@@ -56,6 +57,8 @@ def test_pretrain_export_then_transfer_with_gradual_unfreezing(cli, tmp_path, st
         assert "architecture.png" in artifacts
     else:
         assert "Graphviz" in run.data.tags["architecture_diagram"]
+    missing = netron_view.missing()  # the preset's trainer.netron: Netron's drawing, or why not
+    assert ("netron.png" in artifacts) if missing is None else run.data.tags["netron"] == f"skipped: {missing}"
 
 
 def test_max_params_and_missing_weights_fail_before_training(cli, tmp_path, store):

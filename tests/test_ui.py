@@ -21,6 +21,7 @@ import pytest
 pytestmark = pytest.mark.ui
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (make test-ui)")
 
+from nnlab.netron_view import find_chromium  # noqa: E402
 from nnlab.track import ROLE_TAG, SWEEP_TAG  # noqa: E402  (the tags nnlab's sweeps write)
 
 DEPTHS = (1, 2, 3)
@@ -38,12 +39,9 @@ TIMEOUT_MS = 60_000  # the React bundle is large and the box is slow; be generou
 
 @pytest.fixture
 def chromium() -> str:
-    """The system Chromium; NNLAB_CHROMIUM overrides the lookup (=/nonexistent simulates none)."""
-    override = os.environ.get("NNLAB_CHROMIUM")
-    candidates = [override] if override else [
-        "/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")]
-    found = next((c for c in candidates if c and os.access(c, os.X_OK)), None)
-    return found or pytest.skip(f"no Chromium executable at {', '.join(filter(None, candidates))}; make test-ui")
+    """The system Chromium (nnlab.netron_view's lookup); NNLAB_CHROMIUM overrides it (=/nonexistent simulates none)."""
+    found, looked = find_chromium()
+    return found or pytest.skip(f"no Chromium executable at {', '.join(looked)}; make test-ui")
 
 
 def run_sweep(uri: str, folder: Path) -> tuple[str, str]:

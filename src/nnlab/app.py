@@ -112,11 +112,20 @@ def hydra_tags() -> dict[str, Any]:
 
 def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None = None
                   ) -> tuple[Task, dict[str, float], str]:
-    """Load, build, train (from a checkpoint's `resume` state if given), evaluate and log into `run`."""
+    """Load, build, train (from a checkpoint's `resume` state if given), evaluate and log into `run`; on
+    `trainer.devices` devices (nnlab.distribute), from the runtime's setup until the job ends, however it ends."""
+    from contextlib import ExitStack
+
+    with ExitStack() as exits:
+        return job_body(cfg, yaml_text, run, resume, exits)
+
+
+def job_body(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None, exits
+             ) -> tuple[Task, dict[str, float], str]:
     import_keras_quietly()
     import numpy as np
 
-    from nnlab import plots, train
+    from nnlab import distribute, plots, train
     from nnlab.data import load_dataset
 
     trainer = cfg.trainer
@@ -124,6 +133,8 @@ def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | Non
     run.tags({CHECKPOINT_TAG: folder})
     run.text(yaml_text, "config.yaml")
     run.tags(train.setup_runtime(cfg.seed, trainer.mixed_precision, trainer.threads))
+    parallel = exits.enter_context(distribute.data_parallel(trainer.devices, trainer.batch_size))
+    run.tags({"replicas": parallel.replicas})  # the replicas in sync (1: one device)
     data = load_dataset(cfg.dataset, seed=cfg.seed)
     task = get_task(data.task)
     run.tags({"task": task.name})
@@ -134,8 +145,8 @@ def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | Non
     image_only, transform = task.augmentation(cfg.augment, cfg.seed)
     model = build(cfg.model, data, image_only, cfg.seed, run)
     run.text(summary(model), "model_summary.txt")
-    result = train.train(model, data, trainer, cfg.optimizer, callbacks=[run.epoch_logger()], seed=cfg.seed,
-                         transform=transform, checkpoint_dir=folder, resume=resume)
+    result = train.train(model, data, trainer, cfg.optimizer, callbacks=[*parallel.callbacks, run.epoch_logger()],
+                         seed=cfg.seed, transform=transform, checkpoint_dir=folder, resume=resume)
     metrics, predictions = train.evaluate(model, data, trainer.batch_size)
     metrics |= {"params": model.count_params(), "training_seconds": result.seconds, "epochs_run": result.epochs_run}
     if result.best_epoch:
@@ -154,6 +165,10 @@ def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | Non
                   example=np.array(data.test[0][:EXAMPLE_ROWS]), serving=task.serving_model(model))
     if trainer.plot_model:
         log_architecture(run, model)
+    if trainer.netron:
+        from nnlab import netron_view
+
+        netron_view.log_drawing(run, model, "h5" if trainer.save_h5 else "keras")
     if folder and not trainer.keep_checkpoint:  # the run is complete: nothing left to resume
         shutil.rmtree(folder, ignore_errors=True)
     return task, metrics, result.stopped_by

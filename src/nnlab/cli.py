@@ -1,5 +1,6 @@
 """Command line: `nnlab [hydra overrides]` trains one job (or a sweep with -m); `nnlab sweep NAME` runs a sweep
-preset; `nnlab report` builds the comparison table of a sweep; `nnlab list` shows what exists.
+preset; `nnlab report` builds the comparison table of a sweep (`--lab NAME`: a lab's report); `nnlab list` shows
+what exists; `nnlab labs` lists the course's labs.
 
 Errors reach the user as one sentence (what, where, how to fix) and a non-zero exit; HYDRA_FULL_ERROR=1
 brings back full tracebacks.
@@ -150,6 +151,7 @@ def report_main(argv: list[str]) -> None:
     which.add_argument("--sweep", help="sweep id (the parent run's name)")
     which.add_argument("--parent", help="parent run id")
     which.add_argument("--experiment", help="experiment name: every run in it")
+    which.add_argument("--lab", help="a lab of `nnlab labs`: lab_NAME.md and .html (its runs, numbers, bar, figures)")
     parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--out", help="output folder (default: reports/<sweep or experiment>)")
     parser.add_argument("--formats", default="md,csv,tex,html", help="comma-separated: md,csv,tex,html")
@@ -163,6 +165,11 @@ def report_main(argv: list[str]) -> None:
     parser.add_argument("--register", metavar="NAME", help="register the MLflow model of the best run (the "
                         "table's first row) in the Model Registry as a new version of NAME")
     args = parser.parse_args(argv)
+    if args.lab:
+        from nnlab.labreport import main as lab_report
+
+        lab_report(args.lab, args.uri, args.out)
+        return
     from mlflow.tracking import MlflowClient
 
     from nnlab import report, track
@@ -178,6 +185,12 @@ def report_main(argv: list[str]) -> None:
           f"{', '.join(str(p) for p in result.paths)}")
     if args.register:
         print(report.register_best(client, result, args.register))
+
+
+def labs_main(argv: list[str]) -> None:
+    from nnlab.labindex import main as labs
+
+    labs(argv)
 
 
 def predict_main(argv: list[str]) -> None:
@@ -270,7 +283,7 @@ def main() -> None:
         list_everything()
         return
     commands = {"report": report_main, "resume": resume_main, "runs": runs_main, "predict": predict_main,
-                "evaluate": evaluate_main, "detect": detect_main, "course": course_main}
+                "evaluate": evaluate_main, "detect": detect_main, "course": course_main, "labs": labs_main}
     if args[:1] and args[0] in commands:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

@@ -35,12 +35,14 @@ class TrainerConfig:
     metrics: list[str] | None = None  # None: the task's (accuracy / MAE, RMSE / pixel accuracy, mean IoU, Dice)
     mixed_precision: bool = False  # mixed_float16 on a GPU; ignored (and logged so) on CPU
     jit_compile: bool | None = None  # None: Keras "auto" (XLA where it helps)
+    devices: int | None = None  # data-parallel over this many GPUs (nnlab.distribute); None: one device
     threads: int | None = None  # CPU threads per job (TensorFlow, PyTorch); 1 for parallel sweep jobs
     verbose: int | None = None  # Keras progress: None = bars on a terminal, one line per epoch otherwise
     save_model: bool = True  # model.keras in the run's artifacts
     save_h5: bool = False  # also model.h5 (legacy HDF5: Netron, older tools)
     export_dir: str | None = None  # also copy the saved files here
     plot_model: bool = True  # architecture.png (needs pydot and Graphviz; skipped with a tag otherwise)
+    netron: bool = False  # netron.png: Netron's graph of model.h5 (else .keras); skipped with a tag without Chromium
     checkpoint: bool = True  # save weights, optimizer and loop state every epoch (what `nnlab resume` needs)
     checkpoint_dir: str | None = None  # None: the job's output folder/checkpoint (./checkpoints/<run> without Hydra)
     keep_checkpoint: bool = False  # keep it after the run finishes (it is removed by default)

@@ -8,6 +8,17 @@ PyTorch installs need no TensorFlow.
 import keras
 import numpy as np
 
+# Devices each training batch is split evenly over (JAX's data parallelism: nnlab.distribute sets it while active).
+_EVEN_SPLIT = [1]
+
+
+def even_split(devices: int | None = None) -> int:
+    """The count training batches must split evenly over (with `devices`: set it); returns the value before."""
+    before = _EVEN_SPLIT[0]
+    if devices is not None:
+        _EVEN_SPLIT[0] = int(devices)
+    return before
+
 
 def batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
             threads: int | None = None, transform=None):
@@ -54,6 +65,7 @@ class ArrayBatches(keras.utils.PyDataset):
         self.x, self.y, self.batch_size, self.shuffle = x, y, int(batch_size), shuffle
         self.transform, self.seed, self.epoch = transform, seed, 0
         self.rng = np.random.default_rng(seed)
+        self.split = even_split() if shuffle else 1  # training batches only
         self.order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
 
     def __len__(self) -> int:
@@ -62,6 +74,8 @@ class ArrayBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         # Sorted indices read a memory-mapped file front to back; the order inside a batch does not matter.
         rows = np.sort(self.order[index * self.batch_size : (index + 1) * self.batch_size])
+        if len(rows) % self.split:  # a short last batch, in `split` copies: the same mean loss and gradient
+            rows = np.tile(rows, self.split)
         y = keras.tree.map_structure(lambda a: a[rows], self.y)
         if self.transform is None:
             return self.x[rows], y
