@@ -2,8 +2,10 @@
 
   cfg       seconds for `python -m nnlab --cfg job` (target <= 1.5 s)
   overhead  nnlab wall time / plain Keras wall time, same model, data and epochs (target <= 1.03)
-  images    images/s of nnlab's image-folder pipeline vs ImageDataGenerator.flow_from_directory (target >= 5x
-            on later epochs), on fruits-360-more and cifar-10-images
+  images    first and later epochs of nnlab's image-folder pipeline (decoding in worker processes, and in one
+            process), ImageDataGenerator.flow_from_directory and keras.utils.image_dataset_from_directory, each
+            measurement in a new process, rounds interleaved (targets vs flow_from_directory: >= 1.5x on the
+            first epoch, >= 5x on later ones), on fruits-360-more and cifar-10-images
   catalogue boston_mlp (test MAE <= 2.2), notmnist_cnn (>= 95%), cifar10_cnn (>= 72%)
   fashion   fashion_mlp and fashion_cnn_adam: test accuracy and wall time (targets 89.5% / 93.5%)
   archs     mnist_cnn (>= 99.4%), fashion_alexnet and its wide/deep variants, airline_lstm (vs seasonal naive)
@@ -126,10 +128,10 @@ def bench_detect(work: str) -> dict:
     return results
 
 
-def bench_budget(work: str, legs: tuple[str, ...] = ("idle", "loaded")) -> dict:
+def bench_budget(work: str, legs: tuple[str, ...] = ("idle", "loaded"), extra: tuple[str, ...] = ()) -> dict:
     """fashion_cnn_adam as a new user runs it (20-minute budget, cosine schedule fitted to the budget), on an
     idle machine and with a second training job beside it (fashion_mlp, for as long as the first one runs).
-    Target: test accuracies within 0.3 points of each other."""
+    Target: test accuracies within 0.3 points of each other. `extra`: overrides for both legs (--overrides)."""
     results = {}
     for leg in legs:
         beside = None
@@ -139,7 +141,7 @@ def bench_budget(work: str, legs: tuple[str, ...] = ("idle", "loaded")) -> dict:
                                       cwd=work, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(20)  # let it get past its imports and data loading, into training
         try:
-            run = bench_experiments(work, (("fashion_cnn_adam", f"tracking.run_name={leg}"),))["fashion_cnn_adam"]
+            run = bench_experiments(work, (("fashion_cnn_adam", f"tracking.run_name={leg}", *extra),))["fashion_cnn_adam"]
         finally:
             if beside is not None:
                 beside.kill()
@@ -211,6 +213,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", nargs="*", default=["cfg", "overhead", "images", "catalogue", "fashion"])
     parser.add_argument("--epochs", type=int, default=20, help="epochs for the overhead comparison")
+    parser.add_argument("--overrides", nargs="*", default=[], help="budget: overrides for both legs")
     args = parser.parse_args()
     if "NNLAB_DATA_DIR" not in os.environ:
         sys.exit("bench: set NNLAB_DATA_DIR to the folder holding fashion-mnist/ (e.g. ../shared/datasets).")
@@ -227,7 +230,8 @@ def main() -> None:
             elif which == "augment":
                 result = bench_augment()
             elif which.startswith("budget"):  # budget, budget:idle or budget:loaded
-                result = bench_budget(work, tuple(which.split(":", 1)[1].split(",")) if ":" in which else ("idle", "loaded"))
+                legs = tuple(which.split(":", 1)[1].split(",")) if ":" in which else ("idle", "loaded")
+                result = bench_budget(work, legs, tuple(args.overrides))
             elif which.startswith("sweep:"):  # one of the sweeps, e.g. sweep:boston
                 result = bench_sweep(work, names=tuple(which.split(":", 1)[1].split(",")))
             else:

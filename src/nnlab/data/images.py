@@ -1,9 +1,11 @@
 """Decode image files once into a uint8 array, cached on disk and memory-mapped on later runs.
 
 Decoding is the slow part of every image lab (JPEG → pixels → resize), and it gives the same answer every
-epoch and every run, so it happens once: in parallel threads (Pillow releases the GIL while decoding), into a
-`.npy` file under the cache folder that later runs map without reading it all. Unreadable files are skipped
-and reported, never silently dropped: the caller decides whether too many were bad.
+epoch and every run, so it happens once, into a `.npy` file under the cache folder that later runs map without
+reading it all. A list of `POOL_MIN_FILES` files or more is decoded by this process and a worker process for
+each further core (`decode_pool`: Pillow holds the GIL), all writing straight into that file; a shorter one in
+threads of this process, where starting workers would cost more than they save. Unreadable files are skipped and
+reported, never silently dropped: the caller decides whether too many were bad.
 """
 
 import hashlib
@@ -28,6 +30,10 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
 CACHE_VERSION = 2  # 2: EXIF orientation applied
 COLOR_MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1)}
 MASK = "mask"  # class-index PNGs: nearest-neighbour resize, never colour-converted (its own cache key)
+# Below this many files, decode in this process alone: a worker takes about 0.2 s to start, in which this process
+# decodes 1,000-2,000 small JPEGs by itself (break-even measured on 2 cores: benchmarks/README.md, "Image pipeline").
+POOL_MIN_FILES = 1000
+IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)  # a bad file, not a bug
 
 
 @dataclass
@@ -48,7 +54,8 @@ def decode_one(path: Path, size: tuple[int, int], mode: str, crop: bool) -> np.n
     with Image.open(path) as im:
         turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # stored sideways: draft for the swapped size
         im.draft(mode, (height, width) if turned else (width, height))  # JPEG: libjpeg decodes at a reduced scale
-        return fit_image(ImageOps.exif_transpose(im), size, mode, crop)
+        ImageOps.exif_transpose(im, in_place=True)  # the same pixels as a transposed copy, without the copy
+        return fit_image(im, size, mode, crop)
 
 
 def fit_image(im: Image.Image, size: tuple[int, int], mode: str, crop: bool) -> np.ndarray:
@@ -86,21 +93,60 @@ def decode_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     return array.astype(np.uint8)[..., None]
 
 
-def decode_files(files: Sequence[Path], size: tuple[int, int], color_mode: str = "rgb", crop: bool = False,
-                 workers: int | None = None) -> Decoded:
+def decode_into(images: np.ndarray, i: int, path: Path, size: tuple[int, int], mode: str, crop: bool) -> str | None:
+    """Decode `path` into `images[i]`; None, or why the file cannot be read. The one per-file step of both the
+    threads here and the worker processes (`decode_pool`), so both give the same pixels and the same reasons."""
+    try:
+        images[i] = decode_mask(path, size) if mode == MASK else decode_one(path, size, mode, crop)
+    except IMAGE_ERRORS as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def pixel_format(color_mode: str) -> tuple[str, int]:
+    """(Pillow mode or MASK, channels) of a dataset.color_mode."""
     if color_mode not in COLOR_MODES and color_mode != MASK:
         raise NnlabError(f"color_mode '{color_mode}' is not one of {sorted(COLOR_MODES)}; fix dataset.color_mode.")
-    mode, channels = COLOR_MODES.get(color_mode, (MASK, 1))
-    images = np.empty((len(files), size[0], size[1], channels), np.uint8)
+    return COLOR_MODES.get(color_mode, (MASK, 1))
+
+
+def decode_files(files: Sequence[Path], size: tuple[int, int], color_mode: str = "rgb", crop: bool = False,
+                 workers: int | None = None, *, processes: int | None = None,
+                 pool_min_files: int | None = None) -> Decoded:
+    """Every file → one uint8 array: in `processes` processes (default: one a usable core) for `pool_min_files`
+    files or more (default POOL_MIN_FILES), else in `workers` threads of this one (processes=1: always)."""
+    from nnlab.data.decode_pool import decode_in_pool  # imported here: it imports this module
+
+    mode, channels = pixel_format(color_mode)
+    shape = (len(files), size[0], size[1], channels)
+    if n_workers := pool_workers(len(files), processes, pool_min_files):
+        with tempfile.TemporaryDirectory(prefix="nnlab-decode-", ignore_cleanup_errors=True) as tmp:
+            decoded = decode_in_pool(files, shape, mode, crop, n_workers, Path(tmp) / "images.npy")
+            if decoded is not None:  # into memory, before the temporary file goes
+                return Decoded(np.array(decoded.images[decoded.good] if decoded.bad else decoded.images),
+                               decoded.good, decoded.bad)
+    return decode_in_threads(files, shape, mode, crop, workers)
+
+
+def pool_workers(n_files: int, processes: int | None, pool_min_files: int | None) -> int:
+    """Worker processes to start beside this one (0: decode here alone); see `decode_pool.pool_workers`."""
+    from nnlab.data import decode_pool
+
+    return decode_pool.pool_workers(n_files, processes, POOL_MIN_FILES if pool_min_files is None else pool_min_files)
+
+
+def decode_in_threads(files: Sequence[Path], shape: tuple[int, ...], mode: str, crop: bool,
+                      workers: int | None) -> Decoded:
+    images = np.empty(shape, np.uint8)
     ok = np.zeros(len(files), bool)
     bad: list[tuple[str, str]] = []
 
     def work(i: int) -> None:
-        try:
-            images[i] = decode_mask(files[i], size) if mode == MASK else decode_one(files[i], size, mode, crop)
+        reason = decode_into(images, i, files[i], shape[1:3], mode, crop)
+        if reason is None:
             ok[i] = True
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-            bad.append((str(files[i]), f"{type(err).__name__}: {err}"))
+        else:
+            bad.append((str(files[i]), reason))
 
     # Pillow holds the GIL for part of each decode, so threads beyond the core count only add contention.
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
@@ -119,13 +165,16 @@ def cache_key(files: Sequence[Path], size: tuple[int, int], color_mode: str, cro
 
 
 def cached_decode(files: Sequence[Path], size: tuple[int, int], color_mode: str = "rgb", crop: bool = False,
-                  cache_dir: str | None = None) -> Decoded:
+                  cache_dir: str | None = None, *, processes: int | None = None,
+                  pool_min_files: int | None = None) -> Decoded:
     """`decode_files`, memoised in `cache_dir` (None: no cache). Each file is written whole or not at all (a
     temporary file, flushed to disk, then renamed), the .json sidecar last: a run that dies halfway leaves no
     entry that a later run would trust. An entry that is damaged anyway (a truncated .npy, a shape or dtype
-    that differs from its sidecar) is reported, deleted and decoded again."""
+    that differs from its sidecar) is reported, deleted and decoded again. Worker processes write the entry's
+    array directly, so its images are then the entry mapped, as on a later run."""
+    pool = {"processes": processes, "pool_min_files": pool_min_files}
     if not cache_dir:
-        return decode_files(files, size, color_mode, crop)
+        return decode_files(files, size, color_mode, crop, **pool)
     folder = Path(cache_dir).expanduser()
     key = cache_key(files, size, color_mode, crop)
     array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
@@ -138,16 +187,75 @@ def cached_decode(files: Sequence[Path], size: tuple[int, int], color_mode: str 
                         array_path, err)
             for path in (meta_path, array_path):
                 path.unlink(missing_ok=True)
-    decoded = decode_files(files, size, color_mode, crop)
+    from nnlab.data.decode_pool import decode_in_pool
+
+    mode, channels = pixel_format(color_mode)
+    shape = (len(files), *size, channels)
+    workers = pool_workers(len(files), processes, pool_min_files)
+    target = temporary_file(folder) if workers else None  # None: an unwritable folder (decode_files copes)
+    decoded = decode_in_pool(files, shape, mode, crop, workers, target) if target else None
+    if decoded is not None and not decoded.bad:  # the array is all there: move it into place
+        return commit_entry(target, decoded, len(files), array_path, meta_path)
+    if decoded is not None:  # saved below without the rows of the unreadable files
+        decoded = Decoded(np.array(decoded.images[decoded.good]), decoded.good, decoded.bad)
+        target.unlink(missing_ok=True)
+    elif target is not None:  # the file could not be made (and the log says why): decode in memory
+        decoded = decode_in_threads(files, shape, mode, crop, None)
+    else:
+        decoded = decode_files(files, size, color_mode, crop, **pool)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(array_path, lambda f: np.save(f, decoded.images))
-        meta = {"good": decoded.good.tolist(), "bad": decoded.bad, "files": len(files),
-                "shape": list(decoded.images.shape), "dtype": str(decoded.images.dtype)}
-        write_atomic(meta_path, lambda f: f.write(json.dumps(meta).encode()))
     except OSError as err:  # a read-only or full disk costs speed next time, not this run
         log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
                     folder, err)
+        return decoded
+    return write_sidecar(decoded, len(files), array_path, meta_path)
+
+
+def temporary_file(folder: Path) -> Path | None:
+    """A new empty file in `folder` (created if need be) for workers to decode into; None if it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tmp-", suffix=".npy", delete=False) as tmp:
+            return Path(tmp.name)
+    except OSError:
+        return None
+
+
+def commit_entry(target: Path, decoded: Decoded, n_files: int, array_path: Path, meta_path: Path) -> Decoded:
+    """Flush the workers' file to disk and rename it to `array_path`, then write the sidecar. If the disk
+    refuses, the pixels are kept in memory for this run and the next run decodes again."""
+    try:
+        fd = os.open(target, os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(target, array_path)
+        fsync_dir(array_path.parent)
+    except OSError as err:
+        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
+                    array_path.parent, err)
+        decoded = Decoded(np.array(decoded.images), decoded.good, decoded.bad)
+        target.unlink(missing_ok=True)
+        return decoded
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return write_sidecar(Decoded(np.load(array_path, mmap_mode="r"), decoded.good, decoded.bad), n_files,
+                         array_path, meta_path)
+
+
+def write_sidecar(decoded: Decoded, n_files: int, array_path: Path, meta_path: Path) -> Decoded:
+    """The .json that makes a cache entry of `array_path` (written last); a failure costs speed next time."""
+    meta = {"good": decoded.good.tolist(), "bad": decoded.bad, "files": n_files,
+            "shape": list(decoded.images.shape), "dtype": str(decoded.images.dtype)}
+    try:
+        write_atomic(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+    except OSError as err:
+        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
+                    meta_path.parent, err)
     return decoded
 
 
