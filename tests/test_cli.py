@@ -9,7 +9,7 @@ import pytest
         ("trainer.epochs=abc", "Invalid value for trainer.epochs: Value 'abc' of type 'str' could not be converted"),
         ("model.widht=3", "Unknown key 'widht' in model: valid keys are activation,"),
         ("model=mpl", "Unknown model 'mpl': valid model names are alexnet, cnn, lstm, mlp, resnet, resnet50v2, retinanet, transfer, unet; did you mean 'mlp'?"),
-        ("+experiment=fashion_cnn", "did you mean 'fashion_cnn_adam'?"),
+        ("+experiment=fashion_cnn_adm", "did you mean 'fashion_cnn_adam'?"),
         ("sead=1", "Unknown key 'sead' in the root config: valid keys are augment, data_root"),
     ],
 )
