@@ -48,14 +48,16 @@ def started(monkeypatch) -> list:
     return calls
 
 
-@pytest.mark.parametrize("color_mode, crop", [("rgb", False), ("grayscale", True)])
+@pytest.mark.parametrize("color_mode, crop", [("rgb", False), ("grayscale", True), ("mask", False)])
 def test_workers_decode_the_same_bytes_as_one_process(mixed, small_chunks, monkeypatch, color_mode, crop):
     workers = started(monkeypatch)
     alone = decode_files(mixed, (9, 11), color_mode, crop, **ONE)
     pooled = decode_files(mixed, (9, 11), color_mode, crop, **POOL)
     assert workers == [1]
     assert type(pooled.images) is np.ndarray and pooled.images.dtype == np.uint8  # in memory: no file left
-    assert np.array_equal(pooled.images, alone.images) and pooled.good.tolist() == list(range(len(mixed)))
+    assert np.array_equal(pooled.images, alone.images) and pooled.good.tolist() == alone.good.tolist()
+    assert pooled.bad == alone.bad  # masks: the colour photos are refused, for the same reason
+    assert len(alone.good) == (len(mixed) if color_mode != "mask" else 6)  # masks: the grayscale and palette files
 
 
 def test_the_cache_entry_is_written_by_the_workers_and_read_back_alike(mixed, small_chunks, tmp_path):
@@ -136,3 +138,22 @@ def test_a_worker_imports_neither_scikit_learn_nor_a_keras_backend():
     out = subprocess.run([sys.executable, "-c", probe, json.dumps(sys.path), folder], capture_output=True,
                          text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_this_process_returns_when_the_workers_answer_the_last_chunks_while_it_decodes(mixed, monkeypatch):
+    """A worker finishing the last chunks while this process decodes its own must end the wait (it once hung)."""
+    import threading
+    import time
+
+    real = decode_pool.decode_chunk
+
+    def slow_here(*args):  # only this process's chunks: the workers run the real one
+        time.sleep(1.5)
+        return real(*args)
+    monkeypatch.setattr(decode_pool, "MAX_CHUNK", 5)  # 14 files: chunks 0 and 5 to the worker, 10 here
+    monkeypatch.setattr(decode_pool, "decode_chunk", slow_here)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(decode_files(mixed, (8, 8), **POOL)), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and result[0].good.tolist() == list(range(len(mixed)))

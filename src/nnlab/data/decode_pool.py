@@ -177,15 +177,18 @@ class Workers:
         """Decode every chunk (`task(start)` → decode_chunk's arguments); {start: its unreadable files}."""
         found: dict[int, list] = {}
         total = len(starts)
-        while len(found) < total:
+        while True:
             self.collect(found, wait=False)
+            if len(found) == total:
+                return found
             self.top_up(starts, task)
             start = starts.pop() if starts else self.steal(found)
-            if start is None:  # only chunks that running workers are decoding now
-                self.collect(found, wait=True)
-            else:
+            if start is not None:
                 found[start] = decode_chunk(*task(start))
-        return found
+            elif any(start not in found for held in self.held for start in held):
+                self.collect(found, wait=True)  # for the chunks that running workers are decoding now
+            else:  # cannot happen: every chunk is done, held, or left
+                raise RuntimeError(f"decode_pool: {total - len(found)} chunks lost")
 
     def top_up(self, starts: deque, task) -> None:
         for i, proc in enumerate(self.procs):
