@@ -12,11 +12,13 @@ import pytest
 from PIL import Image
 
 from data_fixtures import make_airline, make_boston, make_split_tree
+from nnlab import inputs as inputs_module
 from nnlab import predict as predict_module
 from nnlab.data.images import decode_one
 from nnlab.data.tables import BOSTON_COLUMNS
 from nnlab.errors import NnlabError
 from nnlab.predict import predict
+from nnlab.trained import Source
 from trained_runs import EXPERIMENT, copy_run, run_data, run_model, train_run
 
 
@@ -97,8 +99,8 @@ def test_a_big_exif_rotated_phone_jpeg_is_turned_upright_before_resizing(folder_
     path = runs_root / "phone.jpg"
     stored.save(path, quality=90, exif=exif)
     assert Image.open(path).size == (4000, 3000)
-    spec = predict_module.ImageSpec((12, 12), "RGB", False, None)
-    pixels = predict_module.decode_upright(path, spec)
+    spec = inputs_module.ImageSpec((12, 12), "RGB", False, None)
+    pixels = inputs_module.decode_upright(path, spec)
     assert pixels[0, :, 0].min() > 200 and pixels[0, :, 2].max() < 60  # top row red
     assert pixels[-1, :, 2].min() > 200 and pixels[-1, :, 0].max() < 60  # bottom row blue
     frame = predict(folder_run, [path], out=runs_root / "out-phone", uri=runs_client.tracking_uri)
@@ -111,13 +113,13 @@ def test_the_image_spec_follows_the_models_input_and_the_runs_crop_setting(tmp_p
         keras.layers.Rescaling(1 / 255, name="rescale")(inputs))))
     plain = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
     config = SimpleNamespace(dataset=SimpleNamespace(crop_to_aspect_ratio=True))
-    source = predict_module.Source(None, None, "", config, {}, rescaled)
-    spec = predict_module.image_spec(source)
-    assert spec == predict_module.ImageSpec((10, 20), "L", True, None)  # raw pixels: the model rescales them
-    assert predict_module.image_spec(predict_module.Source(None, None, "", config, {}, plain)).scale == 1 / 255
+    source = Source(None, None, "", config, {}, rescaled)
+    spec = inputs_module.image_spec(source)
+    assert spec == inputs_module.ImageSpec((10, 20), "L", True, None)  # raw pixels: the model rescales them
+    assert inputs_module.image_spec(Source(None, None, "", config, {}, plain)).scale == 1 / 255
     wide = tmp_path / "wide.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 90, 3), dtype=np.uint8)).save(wide)
-    assert np.array_equal(predict_module.decode_upright(wide, spec), decode_one(wide, (10, 20), "L", True))
+    assert np.array_equal(inputs_module.decode_upright(wide, spec), decode_one(wide, (10, 20), "L", True))
 
 
 def test_submission_csv_of_a_two_class_image_run_has_file_stems_and_predicted_class_indices(folder_run, runs_client,

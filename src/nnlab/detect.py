@@ -36,7 +36,7 @@ def load_detector(ref: str, uri: str | None):
         from mlflow.tracking import MlflowClient
 
         from nnlab import track
-        from nnlab.predict import load_model, load_source
+        from nnlab.trained import load_model, load_source
 
         source = load_source(ref, MlflowClient(track.find_store(uri)))
         model = load_model(source)

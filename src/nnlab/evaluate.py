@@ -111,7 +111,7 @@ def match_scale(data, model_scale: float | None):
 def check_fit(source, model, data, dataset_name: str) -> list[str]:
     """One sentence when the model cannot score this data (task, input shape, class count); the warnings
     (class names that differ) otherwise."""
-    from nnlab.predict import input_shape
+    from nnlab.trained import input_shape
     from nnlab.tasks import get_task
 
     run_id = source.run_id
@@ -146,7 +146,7 @@ def evaluate(run_id: str, overrides: list[str] | tuple[str, ...] = (), uri: str 
 
     from nnlab import __version__, app, track, train
     from nnlab.data import load_dataset
-    from nnlab.predict import load_model, load_source, model_rescale
+    from nnlab.trained import load_model, load_source, model_rescale
     from nnlab.tasks import get_task
 
     overrides = list(overrides)
