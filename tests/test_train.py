@@ -70,14 +70,36 @@ def test_early_stopping_restores_the_best_weights():
     assert model.evaluate(*data.val, verbose=0, return_dict=True)["loss"] == pytest.approx(best, rel=1e-4)
 
 
-def test_mixed_precision_is_ignored_on_cpu_and_says_so():
+def test_mixed_precision_is_ignored_on_a_cpu_without_bfloat16_and_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(train, "cpu_has_bfloat16", lambda: False)
     facts = train.setup_runtime(seed=0, mixed_precision=True)
     try:
         if facts["device"] == "CPU":
-            assert facts["mixed_precision_effective"] is False
+            assert facts["mixed_precision_effective"] is False and facts["dtype_policy"] == "float32"
             assert keras.mixed_precision.dtype_policy().name == "float32"
+            assert "trainer.mixed_precision=true ignored" in caplog.text
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_mixed_precision_computes_in_bfloat16_on_a_cpu_that_has_it(monkeypatch):
+    monkeypatch.setattr(train, "cpu_has_bfloat16", lambda: True)
+    facts = train.setup_runtime(seed=0, mixed_precision=True)
+    try:
+        if facts["device"] == "CPU" and facts["backend"] == "tensorflow":
+            assert facts["mixed_precision_effective"] is True and facts["dtype_policy"] == "mixed_bfloat16"
+            assert keras.mixed_precision.dtype_policy().name == "mixed_bfloat16"
+        assert train.setup_runtime(seed=0, mixed_precision=False)["dtype_policy"] == "float32"
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_bfloat16_support_is_read_from_the_cpus_flags(tmp_path):
+    with_bf16, without = tmp_path / "a", tmp_path / "b"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert train.cpu_has_bfloat16(str(with_bf16)) and not train.cpu_has_bfloat16(str(without))
+    assert not train.cpu_has_bfloat16(str(tmp_path / "missing"))
 
 
 def test_threads_limit_the_backend_in_a_fresh_process():

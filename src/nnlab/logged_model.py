@@ -62,6 +62,8 @@ def log_mlflow_model(client: MlflowClient, run_id: str, model, example: Any = No
     from mlflow.entities import LoggedModelStatus
     from mlflow.models import Model, infer_signature
 
+    from nnlab.models import float32_policy
+
     signature = None
     if example is not None:
         import keras
@@ -72,7 +74,8 @@ def log_mlflow_model(client: MlflowClient, run_id: str, model, example: Any = No
     try:
         # What mlflow.keras.log_model does, with KERAS_FLAVOR instead of the mlflow.keras module. MLflow
         # checks the input example by predicting on it, and Keras draws a progress bar: not for the console.
-        with contextlib.redirect_stdout(io.StringIO()):
+        # MLflow reloads the saved model to check the example: in float32, whatever policy training used.
+        with contextlib.redirect_stdout(io.StringIO()), float32_policy():
             info = Model.log(artifact_path=None, name=MODEL_NAME, flavor=KERAS_FLAVOR, model=model,
                              run_id=run_id, signature=signature, input_example=example,
                              pip_requirements=model_requirements())

@@ -47,3 +47,16 @@ def test_array_batches_serve_memory_mapped_arrays_and_reshuffle(tmp_path):
     assert sorted(labels.tolist()) == list(range(30))
     assert all(np.array_equal(xb.reshape(-1), yb) for xb, yb in first)
     assert labels.tolist() != np.concatenate([y for _, y in second]).tolist()
+
+
+def test_tf_batches_gather_from_the_arrays_without_copying_them_into_the_graph(tmp_path):
+    assert keras.backend.backend() == "tensorflow"
+    np.save(tmp_path / "x.npy", np.arange(4000 * 32 * 32 * 3, dtype=np.uint32).astype(np.uint8).reshape(4000, 32, 32, 3))
+    x = np.load(tmp_path / "x.npy", mmap_mode="r")  # 12 MB, as the image cache hands it over
+    y = {"boxes": np.arange(4000, dtype=np.float32)[:, None], "labels": np.arange(4000, dtype=np.int32)}
+    ds = batches(x, y, 100, shuffle=True, seed=0)
+    assert len(ds._as_serialized_graph().numpy()) < 100_000  # from_tensors would embed all 12 MB
+    xb, yb = next(iter(ds))
+    assert xb.dtype == np.uint8 and tuple(xb.shape) == (100, 32, 32, 3) and set(yb) == {"boxes", "labels"}
+    rows = yb["labels"].numpy()
+    assert np.array_equal(xb.numpy(), x[rows]) and np.array_equal(yb["boxes"].numpy()[:, 0], rows)

@@ -107,3 +107,33 @@ def test_decoding_the_libraries_own_encoding_of_the_truth_finds_every_box_with_m
     found = model.decode_predictions({"bbox_regression": deltas, "cls_logits": logits}, images)
     stats = coco_map(y, {k: np.asarray(v) for k, v in found.items()}, 10)
     assert stats["map50"] == pytest.approx(1.0) and stats["map"] == pytest.approx(1.0)
+
+
+def test_a_detector_trained_in_bfloat16_decodes_and_serves_in_float32_with_the_same_weights():
+    """KerasHub's decoding mixes bfloat16 head outputs with float32 anchors and fails; the task's predict casts
+    them, and the serving copy (what MLflow logs and `model.predict` decodes with) computes in float32."""
+    pytest.importorskip("keras_hub")
+    import keras
+
+    from nnlab.models import build_model
+    from nnlab.tasks.detection import float32_copy
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = build_model({"name": "retinanet", "filters": [64, 16, 16, 16], "min_score": 0.0}, (64, 64, 3),
+                            "detection", 3)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    found = get_task("detection").predict(mixed, images, batch_size=2)
+    assert found["boxes"].dtype == np.float32 and found["num_detections"].min() > 0
+    serving = get_task("detection").serving_model(mixed)
+    assert serving is not mixed and "mixed_bfloat16" not in repr(serving.get_config())
+    assert all(np.array_equal(a, b) for a, b in zip(serving.get_weights(), mixed.get_weights()))
+    served = serving.predict(images, verbose=0)  # KerasHub's predict decodes: this failed on the mixed model
+    assert served["boxes"].dtype == np.float32 and served["num_detections"].min() > 0
+    for key, value in serving(images).items():  # the same network, up to bfloat16's rounding
+        rounded = keras.ops.convert_to_numpy(keras.ops.cast(mixed(images)[key], "float32"))
+        assert np.abs(keras.ops.convert_to_numpy(value) - rounded).max() <= 0.05 * np.abs(rounded).max()
+    plain = build_model({"name": "retinanet", "filters": [64, 16, 16, 16]}, (64, 64, 3), "detection", 3)
+    assert float32_copy(plain) is plain

@@ -33,7 +33,7 @@ class TrainerConfig:
     loss: str | None = None  # None: the task's (sparse categorical / binary cross-entropy, MSE, …)
     loss_options: dict[str, Any] = field(default_factory=dict)  # e.g. huber: {delta: 2.0}
     metrics: list[str] | None = None  # None: the task's (accuracy / MAE, RMSE / pixel accuracy, mean IoU, Dice)
-    mixed_precision: bool = False  # mixed_float16 on a GPU; ignored (and logged so) on CPU
+    mixed_precision: bool = False  # mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 instructions
     jit_compile: bool | None = None  # None: Keras "auto" (XLA where it helps)
     devices: int | None = None  # data-parallel over this many GPUs (nnlab.distribute); None: one device
     threads: int | None = None  # CPU threads per job (TensorFlow, PyTorch); 1 for parallel sweep jobs

@@ -41,11 +41,22 @@ def tf_batches(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool, 
     if shuffle:  # shuffling indices, not images: a full-size buffer costs 8 bytes an example
         indices = indices.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     indices = indices.batch(batch_size)
-    # One copy of the arrays, repeated by reference alongside every index batch (as Keras's own adapter does).
-    arrays = tf.data.Dataset.from_tensors((np.asarray(x), keras.tree.map_structure(np.asarray, y))).repeat()
-    ds = tf.data.Dataset.zip((indices, arrays)).map(
-        lambda i, xy: tf.nest.map_structure(lambda a: tf.gather(a, i), xy), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    # Each batch's rows are gathered from the NumPy arrays themselves (memory-mapped ones too): handing the arrays
+    # to tf.data (from_tensors) would copy all of them into the graph before the first batch, as long as a whole
+    # decoded first epoch of ImageDataGenerator on the fruits copy (0.2-0.65 s for 231 MB), and double the memory.
+    arrays = [np.asarray(x), *(np.asarray(a) for a in keras.tree.flatten(y))]
+    dtypes = [tf.as_dtype(a.dtype) for a in arrays]
+
+    def gather(i):
+        return [a[i] for a in arrays]
+
+    def fetch(i):
+        parts = tf.numpy_function(gather, [i], dtypes, stateful=False)
+        for part, a in zip(parts, arrays):
+            part.set_shape((None, *a.shape[1:]))
+        return parts[0], keras.tree.pack_sequence_as(y, parts[1:])
+
+    ds = indices.map(fetch, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     if threads:  # tf.data otherwise sizes its pool to every core, whatever the op threads were set to
         options = tf.data.Options()

@@ -4,6 +4,7 @@ Builders take their config's keys as keyword arguments, so `conf/model/<name>.ya
 signature written down.
 """
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Mapping, Sequence
@@ -112,6 +113,18 @@ class MemberAverage(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+
+@contextlib.contextmanager
+def float32_policy():
+    """Layers built inside compute in float32 when they name no dtype (a mixed-precision job set the global
+    policy for training; copies and reloads of its model for inference should not inherit it)."""
+    before = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(before)
 
 
 def serving_model(model):

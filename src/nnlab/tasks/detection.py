@@ -81,7 +81,10 @@ class Detection(Task):
             images = keras.ops.convert_to_tensor(np.asarray(x[start:start + batch_size]), "float32")
             if getattr(model, "preprocessor", None) is not None:  # a KerasHub preset's own scaling
                 images = model.preprocessor(images)
-            found = model.decode_predictions(model(images, training=False), images)
+            # A detector trained in mixed precision outputs bfloat16 or float16; the anchors it decodes against
+            # are float32, and KerasHub's decoding mixes the two.
+            outputs = keras.tree.map_structure(lambda t: keras.ops.cast(t, "float32"), model(images, training=False))
+            found = model.decode_predictions(outputs, images)
             parts.append({k: keras.ops.convert_to_numpy(v) for k, v in found.items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -102,7 +105,9 @@ class Detection(Task):
         return augment, None
 
     def serving_model(self, model):
-        return model  # a KerasHub detector: its predict decodes boxes; a bare clone would lose that
+        """The KerasHub detector itself (its predict decodes boxes; a bare clone would lose that), computing in
+        float32: KerasHub's decoding fails on a mixed-precision model's bfloat16 outputs."""
+        return float32_copy(model)
 
     def evaluate(self, model, data, predictions, batch_size: int) -> dict[str, float]:
         stats = coco_map(data.test[1], predictions, len(data.class_names))
@@ -136,6 +141,29 @@ class Detection(Task):
             rows.append({"objects": len(labels), "classes": " ".join(f"{n}x{counts[k]}" for n, k in zip(names, top)),
                          "_title": f"{len(labels)} objects"})
         return rows
+
+
+def float32_copy(model):
+    """`model` with every layer computing in float32 (itself when it does already). Mixed precision keeps the
+    variables in float32, so the copy takes them as they are."""
+    mixed = ("mixed_bfloat16", "mixed_float16")
+
+    def to_float32(node):
+        if isinstance(node, dict):
+            return {k: to_float32(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [to_float32(v) for v in node]
+        return "float32" if node in mixed else node
+
+    config = model.get_config()  # the layers' policies are in it (the model's own may say float32)
+    if not any(name in repr(config) for name in mixed):
+        return model
+    from nnlab.models import float32_policy
+
+    with float32_policy():
+        copy = type(model).from_config(to_float32(config))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def box_targets(y: np.ndarray) -> dict[str, np.ndarray]:
