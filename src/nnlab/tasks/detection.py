@@ -156,12 +156,13 @@ def float32_copy(model):
         return "float32" if node in mixed else node
 
     config = model.get_config()  # the layers' policies are in it (the model's own may say float32)
-    if not any(name in repr(config) for name in mixed):
+    plain = to_float32(config)
+    if plain == config:
         return model
     from nnlab.models import float32_policy
 
     with float32_policy():
-        copy = type(model).from_config(to_float32(config))
+        copy = type(model).from_config(plain)
     copy.set_weights(model.get_weights())
     return copy
 
