@@ -3,11 +3,12 @@
 Each hands out shuffled batches of one tree at the same target size and batch size, as `model.fit` would consume
 them; no model runs, so this is the input pipeline alone. The first epoch is timed from nothing (listing the
 folders) to the last batch; later epochs from their first batch to their last.
-  nnlab      class folders → decode once in worker processes, straight into the uint8 cache (.npy) → tf.data index
-             shuffle/batch/prefetch. A fresh, empty cache folder each time, so epoch 1 always decodes; "rerun" is
-             a second job's start on that folder: it maps the cache, then serves one epoch.
-  nnlab_1p   the same with `processes=1`: decoding in threads of one process, the path before worker processes
-             (and still the path for fewer than `POOL_MIN_FILES` files).
+  nnlab      class folders → decode once (OpenCV in a thread a core where it gives Pillow's pixels, as on these
+             trees; else Pillow in worker processes) → uint8 cache (.npy, written behind when large) → tf.data
+             index shuffle/batch/prefetch. A fresh, empty cache folder each time, so epoch 1 always decodes;
+             "rerun" is a second job's start on that folder: it maps the cache, then serves one epoch. Also
+             timed: the first epoch plus any wait for the cache write still running at its end.
+  nnlab_1p   the same with `processes=1`: decoding in one thread.
   flow       ImageDataGenerator(rescale=1/255).flow_from_directory(...): decodes and resizes every epoch.
   dataset    keras.utils.image_dataset_from_directory(...): tf.data decoding in TensorFlow's threads, every epoch.
 
@@ -43,18 +44,22 @@ def cpu_seconds() -> float:
     return sum(os.times()[:4])
 
 
-def timed_epochs(make, epochs: int) -> tuple[list[float], float]:
-    """Seconds of each epoch, and the CPU seconds of the first; it includes `make()` (listing, decoding, building
-    the pipeline)."""
+def timed_epochs(make, epochs: int, settle=None) -> tuple[list[float], float, float]:
+    """Seconds of each epoch, the CPU seconds of the first, and the seconds `settle()` then took (nnlab: waiting
+    for the cache entry that it writes behind, while the epoch runs); the first epoch includes `make()`
+    (listing, decoding, building the pipeline)."""
     start, cpu = time.perf_counter(), cpu_seconds()
     run_epoch = make()
-    seconds = []
+    seconds, settled = [], 0.0
     for _ in range(epochs):
         run_epoch()
         seconds.append(time.perf_counter() - start)
+        if len(seconds) == 1 and settle is not None:
+            settle()
+            settled = time.perf_counter() - start - seconds[0]
         cpu = cpu_seconds() - cpu if len(seconds) == 1 else cpu
         start = time.perf_counter()
-    return seconds, cpu
+    return seconds, cpu, settled
 
 
 def flow_pipeline(root: Path, size, batch_size: int):
@@ -80,7 +85,7 @@ def dataset_pipeline(root: Path, size, batch_size: int):
 
 def nnlab_pipeline(root: Path, size, batch_size: int, cache: str, processes: int | None, seed: int = 0):
     from nnlab.data.folders import class_files, find_classes
-    from nnlab.data.images import cached_decode
+    from nnlab.data.image_cache import cached_decode
     from nnlab.data.pipeline import batches
 
     classes, _ = find_classes([root], None)
@@ -118,11 +123,13 @@ def measure(method: str, tree: str, data_root: str, epochs: int, batch_size: int
             run_epoch, found["n"] = nnlab_pipeline(root, size, batch_size, cache, 1 if method == "nnlab_1p" else None)
         return run_epoch
 
+    from nnlab.data.image_cache import wait_all
+
     with tempfile.TemporaryDirectory(prefix="nnlab-bench-cache-") as cache:  # empty: epoch 1 decodes
-        seconds, cpu = timed_epochs(make, epochs)
-        result = {"epochs": seconds, "first_epoch_cpu": cpu}
+        seconds, cpu, cache_wait = timed_epochs(make, epochs, wait_all if method.startswith("nnlab") else None)
+        result = {"epochs": seconds, "first_epoch_cpu": cpu, "cache_wait": cache_wait}
         if method == "nnlab":  # a later job on the same files: the cache is there
-            rerun, _ = timed_epochs(lambda: nnlab_pipeline(root, size, batch_size, cache, None, seed=1)[0], 1)
+            rerun, _, _ = timed_epochs(lambda: nnlab_pipeline(root, size, batch_size, cache, None, seed=1)[0], 1)
             result["rerun_first_epoch"] = rerun[0]
     return {**result, "images": found["n"]}
 
@@ -158,6 +165,7 @@ def bench_images(data_root: str, epochs: int = 3, batch_size: int = 32, rounds: 
 def summarize(runs: dict, size, batch_size: int) -> dict:
     n = runs["nnlab"][0]["images"]
     first = {m: [run["epochs"][0] for run in runs[m]] for m in METHODS}
+    written = {m: [run["epochs"][0] + run["cache_wait"] for run in runs[m]] for m in METHODS}  # flow, dataset: +0
     later = {m: [statistics.median(run["epochs"][1:]) for run in runs[m]] for m in METHODS
              if len(runs[m][0]["epochs"]) > 1}
     rerun = statistics.median(r["rerun_first_epoch"] for r in runs["nnlab"])
@@ -175,6 +183,8 @@ def summarize(runs: dict, size, batch_size: int) -> dict:
         "later_epoch_images_per_s": {m: round(n / statistics.median(later[m])) for m in later},
         "nnlab_rerun_first_epoch_images_per_s": round(n / rerun),
         "first_epoch_vs_flow": {m: ratio(first, "flow", m) for m in METHODS if m != "flow"},
+        "cache_written_seconds": {m: [round(t, 3) for t in written[m]] for m in ("nnlab", "nnlab_1p")},
+        "first_epoch_and_cache_written_vs_flow": {m: ratio(written, "flow", m) for m in ("nnlab", "nnlab_1p")},
         "later_epochs_vs_flow": {m: ratio(later, "flow", m) for m in later if m != "flow"},
         "first_epoch_nnlab_vs_nnlab_1p": ratio(first, "nnlab_1p", "nnlab"),
     }
@@ -190,6 +200,8 @@ def markdown(results: dict) -> str:
                      f"({r['first_epoch_cpu_seconds'][m]:.2f} CPU-s)")
             later = f"{r['later_epoch_images_per_s'].get(m, 0):,} img/s"
             vs = "1" if m == "flow" else f"{r['first_epoch_vs_flow'][m]}× ({r['later_epochs_vs_flow'].get(m)}×)"
+            if m in r["first_epoch_and_cache_written_vs_flow"]:
+                vs += f"; with the cache written: {r['first_epoch_and_cache_written_vs_flow'][m]}×"
             lines.append(f"| {tree} | {m} | {first} | {later} | {vs} |")
     return "\n".join(lines)
 

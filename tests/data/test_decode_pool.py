@@ -13,7 +13,8 @@ import pytest
 
 from data_fixtures import corrupt, make_image_tree, make_split_tree
 from nnlab.data import decode_pool, images, load_dataset
-from nnlab.data.images import cached_decode, decode_files
+from nnlab.data.image_cache import cached_decode
+from nnlab.data.images import decode_files
 
 POOL = {"processes": 2, "pool_min_files": 1}
 ONE = {"processes": 1}

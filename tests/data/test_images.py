@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from data_fixtures import corrupt, make_image_tree
-from nnlab.data.images import cache_key, cached_decode, decode_files
+from nnlab.data.image_cache import cache_key, cached_decode
+from nnlab.data.images import decode_files
 from nnlab.errors import NnlabError
 
 
@@ -105,7 +106,7 @@ def test_a_cache_file_that_differs_from_its_sidecar_is_rebuilt(tmp_path, caplog,
 
 
 def test_a_cache_write_that_fails_leaves_no_temporary_file(tmp_path):
-    from nnlab.data.images import write_atomic
+    from nnlab.data.image_cache import write_atomic
 
     def half_then_fail(f):
         f.write(b"half of it")

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import nnlab.data.image_cache as image_cache
 import nnlab.data.images as images
 from data_fixtures import PALETTE, corrupt, make_oxford_pets, make_segmentation_folder
 from nnlab.data import load_dataset
@@ -110,7 +111,7 @@ def test_the_second_load_comes_from_the_cache(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(images, "decode_files", no_decoding)
+    monkeypatch.setattr(image_cache, "decode_files", no_decoding)
     second = load("segmentation_folder", root, cache, image_size=[8, 8], val_split=0.0)
     for a, b in ((first.train, second.train), (first.test, second.test)):
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
@@ -126,7 +127,8 @@ def test_masks_are_resized_by_nearest_neighbour_and_keep_only_class_values(tmp_p
 def test_the_mask_mode_has_its_own_cache_key_and_leaves_image_decoding_alone(tmp_path):
     root = make_segmentation_folder(tmp_path / "seg", n=2, classes=3, mask_mode="P")
     masks = sorted((root / "masks").iterdir())
-    assert images.cache_key(masks, (8, 8), images.MASK, False) != images.cache_key(masks, (8, 8), "grayscale", False)
+    key = image_cache.cache_key
+    assert key(masks, (8, 8), images.MASK, False) != key(masks, (8, 8), "grayscale", False)
     decoded = images.decode_files(masks, (8, 8), images.MASK)
     assert decoded.images.shape == (2, 8, 8, 1) and decoded.images.max() <= 2  # indices, not palette colours
     assert images.decode_files(masks, (8, 8), "rgb").images.max() > 2

@@ -19,7 +19,8 @@ from PIL import Image
 
 from nnlab.data import DATASETS, Data, holdout, split_train
 from nnlab.data.folders import UNREADABLE, limit_bad_share, require_dir, seeded_subset
-from nnlab.data.images import cached_decode, is_image
+from nnlab.data.image_cache import cached_decode
+from nnlab.data.images import is_image
 from nnlab.errors import DataNotFoundError, NnlabError
 
 LAYOUT = ("<path>/images/ with <path>/annotations.json (COCO) or <path>/annotations/<image stem>.xml (Pascal VOC), "

@@ -14,7 +14,8 @@ import numpy as np
 
 from nnlab.data import DATASETS, Data, holdout, load_dataset, split_train
 from nnlab.data.idx import FILES, find_file, read_idx
-from nnlab.data.images import cached_decode, is_image
+from nnlab.data.image_cache import cached_decode
+from nnlab.data.images import is_image
 from nnlab.errors import DataNotFoundError, NnlabError
 
 log = logging.getLogger(__name__)

@@ -1,15 +1,13 @@
-"""Decode image files once into a uint8 array, cached on disk and memory-mapped on later runs.
+"""Decode image files into one uint8 array (the cache of decoded arrays is `image_cache`).
 
 Decoding is the slow part of every image lab (JPEG → pixels → resize), and it gives the same answer every
-epoch and every run, so it happens once, into a `.npy` file under the cache folder that later runs map without
-reading it all. A list of `POOL_MIN_FILES` files or more is decoded by this process and a worker process for
-each further core (`decode_pool`: Pillow holds the GIL), all writing straight into that file; a shorter one in
-threads of this process, where starting workers would cost more than they save. Unreadable files are skipped and
-reported, never silently dropped: the caller decides whether too many were bad.
+epoch and every run, so `image_cache` keeps its result on disk for later runs. Files that OpenCV decodes to
+Pillow's pixels (`opencv_decode`: small JPEGs and PNGs, most lab datasets) are decoded in one thread a core, as
+OpenCV releases the GIL. Others go to Pillow, which holds it: a list of `POOL_MIN_FILES` files or more is decoded
+by this process and a worker process for each further core (`decode_pool`), a shorter one in threads of this
+process, where starting workers would cost more than they save. Unreadable files are skipped and reported,
+never silently dropped: the caller decides whether too many were bad.
 """
-
-import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -21,13 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nnlab.data import opencv_decode
 from nnlab.errors import NnlabError
-from nnlab.files import fsync_dir
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-CACHE_VERSION = 2  # 2: EXIF orientation applied
 COLOR_MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1)}
 MASK = "mask"  # class-index PNGs: nearest-neighbour resize, never colour-converted (its own cache key)
 # Below this many files, decode in this process alone: a worker takes about 0.2 s to start, in which this process
@@ -51,6 +48,10 @@ def decode_one(path: Path, size: tuple[int, int], mode: str, crop: bool) -> np.n
     """One file → (height, width, channels) uint8; grayscale, palette and RGBA files are converted to `mode`.
     A photo stored sideways (a phone's EXIF orientation) is turned upright first, as a viewer shows it."""
     height, width = size
+    if (array := opencv_decode.decode(path, size, mode)) is not None:  # the same pixels, without the GIL
+        if array.shape[:2] == size:
+            return array
+        return fit_image(Image.fromarray(array[..., 0] if mode == "L" else array), size, mode, crop)
     with Image.open(path) as im:
         turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # stored sideways: draft for the swapped size
         im.draft(mode, (height, width) if turned else (width, height))  # JPEG: libjpeg decodes at a reduced scale
@@ -119,6 +120,8 @@ def decode_files(files: Sequence[Path], size: tuple[int, int], color_mode: str =
 
     mode, channels = pixel_format(color_mode)
     shape = (len(files), size[0], size[1], channels)
+    if threads := opencv_threads(files, size, mode, processes):
+        return decode_in_threads(files, shape, mode, crop, threads)
     if n_workers := pool_workers(len(files), processes, pool_min_files):
         with tempfile.TemporaryDirectory(prefix="nnlab-decode-", ignore_cleanup_errors=True) as tmp:
             decoded = decode_in_pool(files, shape, mode, crop, n_workers, Path(tmp) / "images.npy")
@@ -126,6 +129,16 @@ def decode_files(files: Sequence[Path], size: tuple[int, int], color_mode: str =
                 return Decoded(np.array(decoded.images[decoded.good] if decoded.bad else decoded.images),
                                decoded.good, decoded.bad)
     return decode_in_threads(files, shape, mode, crop, workers)
+
+
+def opencv_threads(files: Sequence[Path], size: tuple[int, int], mode: str, processes: int | None) -> int:
+    """Threads to decode in, where OpenCV takes these files (judged by the first: a folder holds one kind), as
+    it decodes without the GIL: `processes`, else one a usable core. 0: Pillow decodes them."""
+    from nnlab.data import decode_pool
+
+    if not files or not opencv_decode.takes(files[0], size, mode):
+        return 0
+    return processes or decode_pool.usable_cores()
 
 
 def pool_workers(n_files: int, processes: int | None, pool_min_files: int | None) -> int:
@@ -136,155 +149,27 @@ def pool_workers(n_files: int, processes: int | None, pool_min_files: int | None
 
 
 def decode_in_threads(files: Sequence[Path], shape: tuple[int, ...], mode: str, crop: bool,
-                      workers: int | None) -> Decoded:
+                      workers: int | None, on_chunk=None) -> Decoded:
+    """Decode in `workers` threads into memory, a chunk of files at a time; `on_chunk(start, rows)` gets each
+    chunk's rows when it is done (rows of unreadable files: undefined)."""
     images = np.empty(shape, np.uint8)
     ok = np.zeros(len(files), bool)
     bad: list[tuple[str, str]] = []
 
-    def work(i: int) -> None:
-        reason = decode_into(images, i, files[i], shape[1:3], mode, crop)
-        if reason is None:
-            ok[i] = True
-        else:
-            bad.append((str(files[i]), reason))
+    def work(start: int) -> None:
+        for i in range(start, min(start + chunk, len(files))):
+            reason = decode_into(images, i, files[i], shape[1:3], mode, crop)
+            if reason is None:
+                ok[i] = True
+            else:
+                bad.append((str(files[i]), reason))
+        if on_chunk is not None:
+            on_chunk(start, images[start:start + chunk])
 
     # Pillow holds the GIL for part of each decode, so threads beyond the core count only add contention.
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        list(pool.map(work, range(len(files))))
+    workers = workers or min(8, os.cpu_count() or 1)
+    chunk = min(64, -(-len(files) // (4 * workers)) or 1)  # a task a file would cost as much as OpenCV's decode
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(work, range(0, len(files), chunk)))
     good = np.flatnonzero(ok)
     return Decoded(images[good] if len(bad) else images, good, sorted(bad))
-
-
-def cache_key(files: Sequence[Path], size: tuple[int, int], color_mode: str, crop: bool) -> str:
-    """Changes when any file is added, removed, replaced or touched, or when the decoding settings change."""
-    h = hashlib.sha256(f"{CACHE_VERSION}|{size}|{color_mode}|{crop}".encode())
-    for f in files:
-        st = f.stat()
-        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:24]
-
-
-def cached_decode(files: Sequence[Path], size: tuple[int, int], color_mode: str = "rgb", crop: bool = False,
-                  cache_dir: str | None = None, *, processes: int | None = None,
-                  pool_min_files: int | None = None) -> Decoded:
-    """`decode_files`, memoised in `cache_dir` (None: no cache). Each file is written whole or not at all (a
-    temporary file, flushed to disk, then renamed), the .json sidecar last: a run that dies halfway leaves no
-    entry that a later run would trust. An entry that is damaged anyway (a truncated .npy, a shape or dtype
-    that differs from its sidecar) is reported, deleted and decoded again. Worker processes write the entry's
-    array directly, so its images are then the entry mapped, as on a later run."""
-    pool = {"processes": processes, "pool_min_files": pool_min_files}
-    if not cache_dir:
-        return decode_files(files, size, color_mode, crop, **pool)
-    folder = Path(cache_dir).expanduser()
-    key = cache_key(files, size, color_mode, crop)
-    array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
-    if meta_path.is_file() and array_path.is_file():
-        channels = COLOR_MODES.get(color_mode, (MASK, 1))[1]
-        try:
-            return load_entry(array_path, meta_path, (*size, channels))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            log.warning("images: the cache entry %s is damaged (%s); deleting it and decoding the files again",
-                        array_path, err)
-            for path in (meta_path, array_path):
-                path.unlink(missing_ok=True)
-    from nnlab.data.decode_pool import decode_in_pool
-
-    mode, channels = pixel_format(color_mode)
-    shape = (len(files), *size, channels)
-    workers = pool_workers(len(files), processes, pool_min_files)
-    target = temporary_file(folder) if workers else None  # None: an unwritable folder (decode_files copes)
-    decoded = decode_in_pool(files, shape, mode, crop, workers, target) if target else None
-    if decoded is not None and not decoded.bad:  # the array is all there: move it into place
-        return commit_entry(target, decoded, len(files), array_path, meta_path)
-    if decoded is not None:  # saved below without the rows of the unreadable files
-        decoded = Decoded(np.array(decoded.images[decoded.good]), decoded.good, decoded.bad)
-        target.unlink(missing_ok=True)
-    elif target is not None:  # the file could not be made (and the log says why): decode in memory
-        decoded = decode_in_threads(files, shape, mode, crop, None)
-    else:
-        decoded = decode_files(files, size, color_mode, crop, **pool)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(array_path, lambda f: np.save(f, decoded.images))
-    except OSError as err:  # a read-only or full disk costs speed next time, not this run
-        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
-                    folder, err)
-        return decoded
-    return write_sidecar(decoded, len(files), array_path, meta_path)
-
-
-def temporary_file(folder: Path) -> Path | None:
-    """A new empty file in `folder` (created if need be) for workers to decode into; None if it cannot be."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tmp-", suffix=".npy", delete=False) as tmp:
-            return Path(tmp.name)
-    except OSError:
-        return None
-
-
-def commit_entry(target: Path, decoded: Decoded, n_files: int, array_path: Path, meta_path: Path) -> Decoded:
-    """Flush the workers' file to disk and rename it to `array_path`, then write the sidecar. If the disk
-    refuses, the pixels are kept in memory for this run and the next run decodes again."""
-    try:
-        fd = os.open(target, os.O_RDWR)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(target, array_path)
-        fsync_dir(array_path.parent)
-    except OSError as err:
-        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
-                    array_path.parent, err)
-        decoded = Decoded(np.array(decoded.images), decoded.good, decoded.bad)
-        target.unlink(missing_ok=True)
-        return decoded
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return write_sidecar(Decoded(np.load(array_path, mmap_mode="r"), decoded.good, decoded.bad), n_files,
-                         array_path, meta_path)
-
-
-def write_sidecar(decoded: Decoded, n_files: int, array_path: Path, meta_path: Path) -> Decoded:
-    """The .json that makes a cache entry of `array_path` (written last); a failure costs speed next time."""
-    meta = {"good": decoded.good.tolist(), "bad": decoded.bad, "files": n_files,
-            "shape": list(decoded.images.shape), "dtype": str(decoded.images.dtype)}
-    try:
-        write_atomic(meta_path, lambda f: f.write(json.dumps(meta).encode()))
-    except OSError as err:
-        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
-                    meta_path.parent, err)
-    return decoded
-
-
-def load_entry(array_path: Path, meta_path: Path, image_shape: tuple[int, int, int]) -> Decoded:
-    """Map a cache entry, checking it against its sidecar (raises ValueError for a damaged one)."""
-    meta = json.loads(meta_path.read_text())
-    images = np.load(array_path, mmap_mode="r")  # a truncated file: "mmap length is greater than file size"
-    good = np.asarray(meta["good"], np.int64)
-    expected = tuple(meta.get("shape") or (len(good), *image_shape))
-    if images.shape != expected or images.shape[1:] != image_shape or len(images) != len(good):
-        raise ValueError(f"shape {images.shape}, its sidecar says {expected}")
-    if images.dtype != np.dtype(meta.get("dtype", "uint8")) or images.dtype != np.uint8:
-        raise ValueError(f"dtype {images.dtype}, expected uint8")
-    log.info("images: %d from cache %s", len(images), array_path)
-    return Decoded(images, good, [tuple(b) for b in meta["bad"]])
-
-
-def write_atomic(path: Path, write) -> None:
-    """Write `path` whole or not at all: into a temporary file beside it, flushed to disk, then renamed."""
-    tmp = tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False)
-    try:
-        with tmp:
-            write(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, path)
-    except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-

@@ -13,7 +13,8 @@ import numpy as np
 
 from nnlab.data import DATASETS, Data, holdout, split_train
 from nnlab.data.folders import UNREADABLE, limit_bad_share, require_dir, seeded_subset
-from nnlab.data.images import COLOR_MODES, MASK, cached_decode, is_image
+from nnlab.data.image_cache import cached_decode
+from nnlab.data.images import COLOR_MODES, MASK, is_image
 from nnlab.errors import DataNotFoundError, NnlabError
 
 log = logging.getLogger(__name__)
