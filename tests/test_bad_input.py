@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
-from nnlab.config import checks
+from nnlab.config import augment_checks, checks
 from nnlab.errors import ConfigError
 
 IMAGES = ["dataset=image_folder", "dataset.path=images"]
@@ -219,9 +219,9 @@ def test_the_name_lists_match_the_builders_at_runtime():
     assert set(checks.BLOCKS) == set(resnet.BLOCKS)
     assert set(checks.UPSAMPLINGS) == set(unet.UPSAMPLINGS)
     assert set(checks.PREPROCESS) == {"auto", "none", *transfer.FAMILIES}
-    assert set(checks.FLIPS) == set(augment.FLIPS)
+    assert set(augment_checks.FLIPS) == set(augment.FLIPS)
     assert set(checks.COLOR_MODES) == set(images.COLOR_MODES)
-    assert set(checks.FILL_MODES) == set(keras.layers.RandomTranslation._SUPPORTED_FILL_MODE)
+    assert set(augment_checks.FILL_MODES) == set(keras.layers.RandomTranslation._SUPPORTED_FILL_MODE)
 
 
 def python_main(args: list[str], store) -> str:

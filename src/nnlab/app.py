@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab import __version__
+from nnlab import __version__, run_facts
 from nnlab.config import AugmentConfig, Config, TrackingConfig
 from nnlab.config.train import TrainerConfig
 from nnlab.errors import ConfigError, NnlabError
@@ -138,13 +138,13 @@ def job_body(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None, ex
     data = load_dataset(cfg.dataset, seed=cfg.seed)
     task = get_task(data.task)
     run.tags({"task": task.name})
-    log_data_facts(run, data)
+    run_facts.log_data_facts(run, data)
     run.text(data.preprocessing_json(), "preprocessing.json")  # what `nnlab predict` needs to feed new inputs
     run.datasets({"train": data.train, "val": data.val, "test": data.test}, name_of(cfg.dataset),
                  data_source(cfg.dataset))
     image_only, transform = task.augmentation(cfg.augment, cfg.seed)
     model = build(cfg.model, data, image_only, cfg.seed, run)
-    run.text(summary(model), "model_summary.txt")
+    run.text(run_facts.summary(model), "model_summary.txt")
     result = train.train(model, data, trainer, cfg.optimizer, callbacks=[*parallel.callbacks, run.epoch_logger()],
                          seed=cfg.seed, transform=transform, checkpoint_dir=folder, resume=resume)
     metrics, predictions = train.evaluate(model, data, trainer.batch_size)
@@ -164,7 +164,7 @@ def job_body(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None, ex
         run.model(model, ("keras", "h5") if trainer.save_h5 else ("keras",), trainer.export_dir,
                   example=np.array(data.test[0][:EXAMPLE_ROWS]), serving=task.serving_model(model))
     if trainer.plot_model:
-        log_architecture(run, model)
+        run_facts.log_architecture(run, model)
     if trainer.netron:
         from nnlab import netron_view
 
@@ -230,30 +230,6 @@ def checkpoint_folder(trainer: TrainerConfig, run_id: str) -> str | None:
     return str(Path("checkpoints", run_id).resolve())
 
 
-def log_architecture(run, model) -> None:
-    """The architecture diagram (keras.utils.plot_model); where Graphviz is missing, a tag says so instead."""
-    import tempfile
-
-    from nnlab import plots
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "architecture.png"
-        missing = plots.architecture(model, path)
-        if missing:
-            run.tags({"architecture_diagram": f"skipped: {missing}"})
-        else:
-            run.file(path)
-
-
-def log_data_facts(run, data) -> None:
-    """Sizes, shape and what the loader skipped (counts as params, the file list as data_problems.txt)."""
-    facts = {f"{k}_size": v for k, v in data.sizes().items()} | {"input_shape": data.input_shape}
-    facts |= {k: v for k, v in data.info.items() if k != "problems"}
-    run.params({f"data.{k}": v for k, v in facts.items()})
-    if data.info.get("problems"):
-        run.text("\n".join(data.info["problems"]) + "\n", "data_problems.txt")
-
-
 def build(model_cfg: Any, data, augment: AugmentConfig, seed: int, run=None):
     from nnlab.config import builder_kwargs
     from nnlab.data.augment import input_layers
@@ -271,12 +247,6 @@ def build(model_cfg: Any, data, augment: AugmentConfig, seed: int, run=None):
     except (ValueError, TypeError) as err:
         raise NnlabError(f"Cannot build model '{name}' from its config ({err}); fix conf/model/{name}.yaml "
                          "or the override.") from err
-
-
-def summary(model) -> str:
-    lines: list[str] = []
-    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
-    return "\n".join(lines)
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -144,7 +144,7 @@ def evaluate(run_id: str, overrides: list[str] | tuple[str, ...] = (), uri: str 
     from mlflow.tracking import MlflowClient
     from omegaconf import OmegaConf
 
-    from nnlab import __version__, app, track, train
+    from nnlab import __version__, app, run_facts, track, train
     from nnlab.data import load_dataset
     from nnlab.trained import load_model, load_source, model_rescale
     from nnlab.tasks import get_task
@@ -177,7 +177,7 @@ def evaluate(run_id: str, overrides: list[str] | tuple[str, ...] = (), uri: str 
         run.params(track.flatten({"dataset": dataset}) | {"seed": cfg.seed, "evaluated_run": source.run_id,
                                                           "trainer.batch_size": cfg.trainer.batch_size})
         run.text(OmegaConf.to_yaml(node, resolve=True), "config.yaml")
-        app.log_data_facts(run, data)
+        run_facts.log_data_facts(run, data)
         metrics, predictions = train.evaluate(model, data, cfg.trainer.batch_size)
         title = f"{app.name_of(cfg.model)} (run {source.run_id[:8]}) on {dataset_name}"
         metrics |= task.log_results(run, data, predictions, title)

@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
-from nnlab.config import checks
+from nnlab.config import augment_checks, checks
 
 
 @dataclass
@@ -144,8 +144,8 @@ class AugmentConfig:
     transforms: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        checks.validate(self, "augment", checks.AUGMENT)
-        checks.augment_library("augment", self)
+        checks.validate(self, "augment", augment_checks.AUGMENT)
+        augment_checks.augment_library("augment", self)
 
 
 @dataclass

@@ -208,7 +208,7 @@ def has_kwargs(parameters) -> bool:
 def log_results(run, model, test_data, exercise: Exercise, path: Path, script: Path, log: EpochLog) -> float:
     """Score the trained model on the test data; log the score, the task's figures and tables, and the curves."""
     from nnlab import plots
-    from nnlab.app import summary
+    from nnlab.run_facts import summary
     from nnlab.data import Data
     from nnlab.tasks import get_task
 

@@ -16,8 +16,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from nnlab.config.checks import AUGMENT_LIBRARIES as LIBRARIES
-from nnlab.config.checks import albumentations_module
+from nnlab.config.augment_checks import AUGMENT_LIBRARIES as LIBRARIES
+from nnlab.config.augment_checks import albumentations_module
 from nnlab.config.data import AugmentConfig
 
 FLIPS = ("horizontal", "vertical", "horizontal_and_vertical")
