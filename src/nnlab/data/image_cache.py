@@ -155,13 +155,10 @@ class EntryFile:
         try:
             if self.error is not None:
                 raise self.error
-            os.fsync(self.fd)
+            move_into_place(self.fd, self.path, array_path)
             self.close()
-            os.replace(self.path, array_path)
-            fsync_dir(array_path.parent)
         except OSError as err:
-            log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
-                        array_path.parent, err)
+            cannot_cache(array_path.parent, err)
             self.discard()
             return
         write_sidecar(decoded, n_files, array_path, meta_path)
@@ -211,8 +208,7 @@ def write_entry(decoded: Decoded, n_files: int, array_path: Path, meta_path: Pat
         array_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(array_path, lambda f: np.save(f, decoded.images))
     except OSError as err:  # a read-only or full disk costs speed next time, not this run
-        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
-                    array_path.parent, err)
+        cannot_cache(array_path.parent, err)
         return
     write_sidecar(decoded, n_files, array_path, meta_path)
 
@@ -233,14 +229,11 @@ def commit_entry(target: Path, decoded: Decoded, n_files: int, array_path: Path,
     try:
         fd = os.open(target, os.O_RDWR)
         try:
-            os.fsync(fd)
+            move_into_place(fd, target, array_path)
         finally:
             os.close(fd)
-        os.replace(target, array_path)
-        fsync_dir(array_path.parent)
     except OSError as err:
-        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
-                    array_path.parent, err)
+        cannot_cache(array_path.parent, err)
         decoded = Decoded(np.array(decoded.images), decoded.good, decoded.bad)
         target.unlink(missing_ok=True)
         return decoded
@@ -251,6 +244,19 @@ def commit_entry(target: Path, decoded: Decoded, n_files: int, array_path: Path,
                          array_path, meta_path)
 
 
+def move_into_place(fd: int, source: Path, array_path: Path) -> None:
+    """Flush the open file `fd` (at `source`) to disk, then rename it to `array_path`: after a crash the entry is
+    whole or absent."""
+    os.fsync(fd)
+    os.replace(source, array_path)
+    fsync_dir(array_path.parent)
+
+
+def cannot_cache(folder: Path, err: OSError) -> None:
+    """A cache write that failed costs speed next time, not this run."""
+    log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder", folder, err)
+
+
 def write_sidecar(decoded: Decoded, n_files: int, array_path: Path, meta_path: Path) -> Decoded:
     """The .json that makes a cache entry of `array_path` (written last); a failure costs speed next time."""
     meta = {"good": decoded.good.tolist(), "bad": decoded.bad, "files": n_files,
@@ -258,8 +264,7 @@ def write_sidecar(decoded: Decoded, n_files: int, array_path: Path, meta_path: P
     try:
         write_atomic(meta_path, lambda f: f.write(json.dumps(meta).encode()))
     except OSError as err:
-        log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder",
-                    meta_path.parent, err)
+        cannot_cache(meta_path.parent, err)
     return decoded
 
 
