@@ -65,7 +65,7 @@ def last_run(store: str, experiment: str) -> dict:
     exp = client.get_experiment_by_name(experiment)
     run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     return {"run_id": run.info.run_id, "status": run.info.status, **run.data.metrics,
-            "stopped_by": run.data.tags.get("stopped_by")}
+            "stopped_by": run.data.tags.get("stopped_by"), "description": run.data.tags.get("mlflow.note.content")}
 
 
 def create_store(store: str) -> float:
@@ -96,7 +96,7 @@ def bench_overhead(work: str, epochs: int) -> dict:
 
 KEEP = ("test_accuracy", "test_mae", "test_loss", "test_rmse_original", "test_rmse_original_naive",
         "test_rmse_original_seasonal_naive", "test_mean_iou", "test_dice", "test_pixel_accuracy", "test_map50",
-        "test_map", "params", "training_seconds", "epochs_run", "stopped_by", "status", "run_id", "lr")
+        "test_map", "params", "training_seconds", "epochs_run", "stopped_by", "description", "status", "run_id", "lr")
 
 
 def bench_experiments(work: str, names: tuple[str | tuple[str, ...], ...]) -> dict:

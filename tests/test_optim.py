@@ -7,6 +7,7 @@ import time
 
 import keras
 import pytest
+from tests_support import Clock, Ticks
 
 from nnlab.config.optim import (AdamConfig, AdamWConfig, NadamConfig, RMSpropConfig, ScheduleConfig,
                                 SGDConfig)
@@ -92,29 +93,18 @@ def test_weight_averaging_is_passed_to_keras():
     assert opt.use_ema and opt.ema_momentum == 0.9
 
 
-class Clock:
-    """A simulated machine: perf_counter advances only when a training batch ends, by `per_batch` seconds."""
+class Slowdown(keras.callbacks.Callback):
+    """The simulated machine runs `factor` times slower during epoch `epoch` (0-based): a passing load."""
 
-    def __init__(self, per_batch: float):
-        self.now, self.per_batch = 1000.0, per_batch
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class Ticks(keras.callbacks.Callback):
-    """Advances the clock after each batch and records the learning rate each batch trained with."""
-
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, epoch: int, factor: float):
         super().__init__()
-        self.clock, self.rates = clock, []
+        self.clock, self.epoch, self.factor, self.normal = clock, epoch, factor, clock.per_batch
 
-    def on_train_batch_end(self, batch, logs=None):
-        self.rates.append(current_lr(self.model.optimizer))
-        self.clock.now += self.clock.per_batch
+    def on_epoch_begin(self, epoch, logs=None):
+        self.clock.per_batch = self.normal * (self.factor if epoch == self.epoch else 1.0)
 
 
-def budget_run(monkeypatch, seconds_per_batch: float, fit_budget: bool = True):
+def budget_run(monkeypatch, seconds_per_batch: float, fit_budget: bool = True, slowdown=None):
     from test_train import tiny_data
 
     from nnlab import train
@@ -128,21 +118,36 @@ def budget_run(monkeypatch, seconds_per_batch: float, fit_budget: bool = True):
     ticks = Ticks(clock)
     optimizer = AdamConfig(learning_rate=0.1, schedule=ScheduleConfig(name="cosine", fit_budget=fit_budget))
     trainer = TrainerConfig(epochs=20, batch_size=16, max_minutes=0.5, verbose=0, checkpoint=False)
-    result = train.train(model, data, trainer, optimizer, callbacks=[ticks])
+    extra = [Slowdown(clock, *slowdown)] if slowdown else []
+    result = train.train(model, data, trainer, optimizer, callbacks=[*extra, ticks])
     return result, ticks.rates
 
 
-@pytest.mark.parametrize(("seconds_per_batch", "epochs"), [(2.5, 3), (0.5, 15)])
+@pytest.mark.parametrize(("seconds_per_batch", "epochs"), [(2.5, 3), (2.0, 4), (0.5, 15)])
 def test_with_a_time_budget_the_schedule_reaches_its_floor_when_the_budget_ends(monkeypatch, seconds_per_batch,
                                                                                  epochs):
-    """A 30 s budget on a slow machine (10 s an epoch: 3 epochs fit) and a fast one (2 s: 15 of the 20 epochs
-    fit): each run decays over the epochs that fit, so both end near the floor."""
+    """A 30 s budget on a slow machine (10 s an epoch: 3 epochs fit), a less slow one (8 s: the budget ends
+    3 batches into epoch 4) and a fast one (2 s: 15 of the 20 epochs fit): each run decays over the batches
+    that fit, so all end near the floor."""
     result, rates = budget_run(monkeypatch, seconds_per_batch)
     assert result.epochs_run == epochs and result.stopped_by == "time_budget"
     assert rates[0] == pytest.approx(0.1)
     assert rates[-1] < 0.1 * 0.05  # the last batch trains at under 5% of the peak
     assert rates[len(rates) // 2] == pytest.approx(0.05, abs=0.015)  # half way: half the peak
     assert all(a >= b for a, b in zip(rates, rates[1:]))  # never climbs back
+
+
+def test_a_passing_slowdown_speeds_the_decay_without_leaving_the_end_of_the_run_at_the_floor(monkeypatch):
+    """0.5 s a batch, but 1.5 s in epoch 2: the plan shrinks while the machine is slow and grows back after.
+    The decay follows the plan as it changes, so the rate still reaches the floor when the budget ends, and
+    the batches trained after the machine recovered are not spent at the floor (as they were when progress
+    was step / planned total and could not move back)."""
+    result, rates = budget_run(monkeypatch, 0.5, slowdown=(1, 3.0))
+    assert result.stopped_by == "time_budget" and result.epochs_run == 13  # 2 + 6 + 11 epochs of 2 s in 30 s
+    assert rates[-1] < 0.1 * 0.05
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert sum(rate < 0.1 * 0.01 for rate in rates) <= 0.1 * len(rates)  # the floor: at most the last tenth
+    assert rates[len(rates) // 2] > 0.1 * 0.2  # half way through, still a fifth of the peak or more
 
 
 def test_without_fit_budget_the_schedule_plans_on_the_epoch_count(monkeypatch):

@@ -178,6 +178,9 @@ def how_it_stopped(result, trainer: TrainerConfig) -> str:
     """The end of training in words, for the run's description."""
     planned = sum(stage.epochs for stage in trainer.stages) if trainer.stages else trainer.epochs
     if result.stopped_by == "time_budget":
+        if result.last_epoch_share < 1:
+            share = f"{result.last_epoch_share:.0%}" if result.last_epoch_share >= 0.01 else "under 1%"
+            return f"stopped by the time budget {share} into epoch {result.epochs_run} of {planned}"
         return f"stopped by the time budget after epoch {result.epochs_run} of {planned}"
     if result.stopped_by == "early_stopping":
         best = f" (best: epoch {result.best_epoch})" if result.best_epoch else ""

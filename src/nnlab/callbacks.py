@@ -4,6 +4,7 @@ per-epoch checkpoint that `nnlab resume` continues from.
 Nothing here knows about MLflow: the tracker hands EpochMetrics its sink.
 """
 
+import collections
 import json
 import logging
 import math
@@ -42,33 +43,88 @@ class EpochMetrics(keras.callbacks.Callback):
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops after the epoch when the next one would overrun `max_minutes` (judged by the slowest so far).
-    One instance spans all the stages of a schedule; a resumed run starts with the time it had used."""
+    """Stops training when the next batch would overrun `max_minutes`, mid-epoch if need be: the partial epoch
+    is still validated and logged, so a slow machine loses at most one batch of its budget, not the tail of an
+    epoch. The end of an epoch (validation, checkpoint, logging: measured as the gap between epochs) is held
+    in reserve. One instance spans all the stages of a schedule; a resumed run starts with the time it had
+    used and the speed it had measured (`slowest`, the epoch-level figure of earlier checkpoints, is ignored).
+    """
 
-    def __init__(self, max_minutes: float, used: float = 0.0, slowest: float = 0.0):
+    WINDOW = 256  # batches the speed is averaged over: the machine's speed now, not at the start
+
+    def __init__(self, max_minutes: float, used: float = 0.0, tail: float = 0.0,
+                 step_seconds: float | None = None, slowest: float | None = None):
         super().__init__()
         self.budget = max_minutes * 60.0
         self.stopped = False
+        self.share = 1.0  # of its epoch's batches, the last epoch trained (under 1 after a mid-epoch stop)
         self.start: float | None = None
-        self.used_before, self.slowest = used, slowest
+        self.used_before, self.tail = used, tail
+        self.durations: collections.deque[float] = collections.deque([step_seconds] if step_seconds else [],
+                                                                      maxlen=self.WINDOW)
+        self.batch_start = self.last_batch_end = None
+        self.first_batch = True
 
     def used(self) -> float:
         return self.used_before if self.start is None else time.perf_counter() - self.start
 
+    def step_seconds(self) -> float | None:
+        mean = sum(self.durations) / len(self.durations) if self.durations else 0.0
+        return mean if mean > 0 else None
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, for `TimeBudget(max_minutes, **state)` on resume."""
+        return {"used": self.used(), "tail": self.tail, "step_seconds": self.step_seconds()}
+
+    def steps_that_fit(self, batch: int, steps: int) -> float | None:
+        """Training steps that still fit from batch `batch` (0-based) of an epoch of `steps`, at the measured
+        speed, with an epoch end held back for this epoch and each later one; None before any speed is known."""
+        per_step = self.step_seconds()
+        if per_step is None:
+            return None
+        left = self.budget - self.used()
+        rough = max(0.0, left - self.tail) / per_step
+        later_ends = max(0, math.ceil((batch + rough) / max(steps, 1)) - 1)
+        return max(0.0, left - self.tail * (1 + later_ends)) / per_step
+
     def on_train_begin(self, logs=None):
         if self.start is None:
             self.start = time.perf_counter() - self.used_before
+        self.first_batch = True  # a fit's first batch includes tracing and compiling: not the machine's speed
+        self.last_batch_end = None  # nor is the gap between two stages' fits an epoch end
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batch_start = time.perf_counter()
+        if batch == 0 and self.last_batch_end is not None:
+            # Validation, checkpoint and logging of the epoch that ended: the reserve for the next epoch end
+            self.tail = self.batch_start - self.last_batch_end
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        steps = self.params.get("steps") if self.params else None
+        # A batch's time runs from the previous batch's end, so that it includes fetching its data; an
+        # epoch's first batch follows the epoch end (one-batch epochs: from its own start).
+        if batch > 0 and self.last_batch_end is not None:
+            self.durations.append(now - self.last_batch_end)
+        elif steps == 1 and not self.first_batch:
+            self.durations.append(now - self.batch_start)
+        self.first_batch, self.last_batch_end = False, now
+        per_step = self.step_seconds() or 0.0
+        if now - self.start + per_step + self.tail > self.budget:
+            self.stop(share=(batch + 1) / steps if steps else 1.0)
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
-        self.slowest = max(self.slowest, now - self.epoch_start)
-        if now - self.start + self.slowest > self.budget:
-            self.stopped = True
-            self.model.stop_training = True
-            log.info("time budget of %.1f min reached after epoch %d: stopping", self.budget / 60, epoch + 1)
+        if not self.stopped and now - self.start + (self.step_seconds() or 0.0) + self.tail > self.budget:
+            self.stop(share=1.0)
+
+    def stop(self, share: float) -> None:
+        self.stopped, self.share = True, min(share, 1.0)
+        self.model.stop_training = True
+        where = f"{self.share:.0%} into the epoch" if self.share < 1 else "at the end of an epoch"
+        log.info("time budget of %.1f min reached %s (%.0f s used, %.3f s a batch, %.1f s held back for the "
+                 "epoch's end): stopping", self.budget / 60, where, self.used(), self.step_seconds() or 0.0,
+                 self.tail)
 
 
 class Divergence(keras.callbacks.TerminateOnNaN):

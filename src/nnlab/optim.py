@@ -7,7 +7,6 @@ Keras optimizer. The decaying schedules follow the run's progress
 
 import dataclasses
 import math
-import time
 
 import keras
 
@@ -41,10 +40,15 @@ def multiplier(schedule: ScheduleConfig, progress: float) -> float:
 
 class DecaySchedule(keras.callbacks.Callback):
     """Sets the optimizer's learning rate from the share of the stage done, so that the decay ends with the
-    training: after `epochs` epochs, or, with a time `budget` (callbacks.TimeBudget), after the epoch at which
-    the budget will stop it on this machine, whichever comes first. The plan is re-made every epoch from the
-    epochs' measured duration (in the first epoch, from its batches so far), so a slow or shared machine
-    decays sooner and still reaches the floor. Progress never moves back when the machine speeds up.
+    training: after `epochs` epochs, or, with a time `budget` (callbacks.TimeBudget), at the batch where the
+    budget will stop it on this machine, whichever comes first. The plan is re-made every few batches from the
+    budget's measured speed, so a slow or shared machine decays sooner and still reaches the floor.
+
+    Progress is integrated, not recomputed: each update moves it towards 1 by the share of the steps left that
+    were just trained. A plan that shrinks (the machine slowed down) speeds the decay from then on and one that
+    grows slows it; the rate never jumps and never climbs back. (Progress as step / planned total would jump
+    ahead at a passing slowdown and, unable to move back, hold the rate flat and then at the floor for the
+    epochs the recovered machine still trains.)
 
     A Keras schedule object cannot do this: it sees only the step count inside the compiled train step. The
     learning rate is a plain variable here, assigned between batches (every `every` batches), which every
@@ -57,43 +61,30 @@ class DecaySchedule(keras.callbacks.Callback):
         self.first, self.epochs, self.budget = first_epoch, epochs, budget
         self.every = max(1, self.steps // 100)
         self.progress = 0.0
-        self.durations: list[float] = []
+        self.last_step: int | None = None  # of the last update (None: none yet, e.g. just resumed)
 
-    def planned_epochs(self, epoch: int, batch: int) -> float:
-        """Epochs of this stage that will run: all of them, or as many as the time budget lets run."""
-        if self.budget is None:
-            return self.epochs
-        done = epoch - self.first
-        epoch_seconds = self.epoch_seconds(batch)
-        if epoch_seconds is None:
-            return self.epochs
-        # callbacks.TimeBudget stops after the epoch when the next would overrun, judged by the slowest epoch.
-        slowest = max(self.budget.slowest, epoch_seconds)
-        before = self.budget.used() - (time.perf_counter() - self.epoch_start)  # at this epoch's start
-        room = self.budget.budget - slowest - before
-        return min(self.epochs, done + max(1, math.floor(room / epoch_seconds) + 1))
-
-    def epoch_seconds(self, batch: int) -> float | None:
-        if self.durations:
-            return self.durations[-1]  # the machine's speed now, not at the start
-        if batch >= min(10, self.steps):  # first epoch: extrapolate from its batches
-            return (time.perf_counter() - self.epoch_start) / batch * self.steps
-        return self.budget.slowest or None  # resumed: the budget remembers its slowest epoch
+    def planned_steps(self, step: int, batch: int) -> float:
+        """Steps of this stage that will run: all of its epochs', or as many as the time budget lets run."""
+        planned = self.epochs * self.steps
+        fit = self.budget.steps_that_fit(batch, self.steps) if self.budget is not None else None
+        return planned if fit is None else min(planned, step + fit)
 
     def rate(self, epoch: int, batch: int) -> float:
         step = (epoch - self.first) * self.steps + batch
         warmup = self.schedule.warmup_epochs * self.steps if self.schedule.name != "onecycle" else 0
         if step < warmup:
             return self.peak * step / warmup
-        total = self.planned_epochs(epoch, batch) * self.steps
-        self.progress = max(self.progress, (step - warmup) / max(total - warmup, 1))
+        total = self.planned_steps(step, batch)
+        if self.last_step is None:  # the first update, or the first after a resume: the share done so far
+            self.progress = (step - warmup) / max(total - warmup, 1)
+        elif step > self.last_step:
+            left = total - self.last_step
+            self.progress += (1.0 - self.progress) * min(1.0, (step - self.last_step) / max(left, 1e-9))
+        self.progress, self.last_step = min(max(self.progress, 0.0), 1.0), step
         return self.peak * multiplier(self.schedule, self.progress)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.epoch_start = epoch, time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.durations.append(time.perf_counter() - self.epoch_start)
+        self.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch % self.every:

@@ -129,6 +129,7 @@ class FitResult:
     monitor: str = "val_loss"
     stage_starts: list[int] = field(default_factory=list)  # 1-based first epoch of stages 2, 3, …
     min_delta: float = 0.0  # early stopping's: a smaller change is no improvement
+    last_epoch_share: float = 1.0  # of its batches, the last epoch trained: under 1 when the budget cut it
 
     @property
     def best_epoch(self) -> int | None:
@@ -148,12 +149,12 @@ class FitResult:
         history = {k: [*self.history.get(k, []), *later.history.get(k, [])] for k in keys}
         starts = [*self.stage_starts, self.epochs_run + 1] if new_stage else self.stage_starts
         return FitResult(history, self.seconds + later.seconds, self.epochs_run + later.epochs_run,
-                         later.stopped_by, later.monitor, starts, later.min_delta)
+                         later.stopped_by, later.monitor, starts, later.min_delta, later.last_epoch_share)
 
     def state(self) -> dict[str, Any]:
         return {"history": self.history, "seconds": self.seconds, "epochs_run": self.epochs_run,
                 "stopped_by": self.stopped_by, "monitor": self.monitor, "stage_starts": self.stage_starts,
-                "min_delta": self.min_delta}
+                "min_delta": self.min_delta, "last_epoch_share": self.last_epoch_share}
 
 
 def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg: OptimizerConfig,
@@ -220,7 +221,7 @@ def loop_state(stage: int, before: "FitResult | None", budget: TimeBudget | None
         result = FitResult(history, start_seconds + time.perf_counter() - start, epoch + 1, "epochs",
                            stage_starts=starts)
         return {"epoch": epoch + 1, "stage": stage, "result": result.state(),
-                "budget": {"used": budget.used(), "slowest": budget.slowest} if budget else {}}
+                "budget": budget.state() if budget else {}}
 
     return state
 
@@ -262,8 +263,10 @@ def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Seque
     seconds = time.perf_counter() - start
     divergence.check(model)
     epochs_run = len(history.epoch)
-    stopped_by = "epochs"
-    if initial_epoch + epochs_run < epochs:  # a stop requested after the last epoch changed nothing
+    stopped_by, share = "epochs", 1.0
+    if budget is not None and budget.stopped and budget.share < 1:  # cut mid-epoch
+        stopped_by, share = "time_budget", budget.share
+    elif initial_epoch + epochs_run < epochs:  # a stop requested after the last epoch changed nothing
         if budget is not None and budget.stopped:
             stopped_by = "time_budget"
         elif early is not None and early.stopped_epoch > 0:
@@ -271,7 +274,7 @@ def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Seque
     if monitor not in history.history:  # a monitor the metrics do not log (trainer.metrics overridden)
         monitor = "val_loss" if data.val is not None else "loss"
     return FitResult(history.history, seconds, epochs_run, stopped_by, monitor,
-                     min_delta=es.min_delta if early is not None else 0.0)
+                     min_delta=es.min_delta if early is not None else 0.0, last_epoch_share=share)
 
 
 def evaluate(model: keras.Model, data: Data, batch_size: int) -> tuple[dict[str, float], np.ndarray]:

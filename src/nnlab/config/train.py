@@ -27,7 +27,7 @@ class StageConfig:
 class TrainerConfig:
     epochs: int = 20
     batch_size: int = 64
-    max_minutes: float | None = None  # stop after the epoch that would overrun this budget
+    max_minutes: float | None = None  # time budget: stops mid-epoch before the next batch would overrun it
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     stages: list[StageConfig] = field(default_factory=list)  # empty: one stage of `epochs`
     loss: str | None = None  # None: the task's (sparse categorical / binary cross-entropy, MSE, …)

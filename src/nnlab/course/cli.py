@@ -29,8 +29,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("data_path", help="the exercise's data in the platform's layout (`nnlab course prepare`)")
     run.add_argument("--lab", help="the exercise whose bar applies (default: exer_N in the script's name)")
     run.add_argument("--epochs", type=int, help="every fit the script calls trains this many epochs")
-    run.add_argument("--max-minutes", type=float, help="stop training after the epoch that would overrun this "
-                     "(default: the exercise's time limit)")
+    run.add_argument("--max-minutes", type=float, help="stop training before a batch would overrun this, "
+                     "mid-epoch if need be (default: the exercise's time limit)")
     run.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     prepare = commands.add_parser("prepare", help="write nnlab's copy of a dataset in the platform's layout")
     prepare.add_argument("name", help="fashion_mnist, mnist, fruits or faces")

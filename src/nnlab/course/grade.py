@@ -135,7 +135,7 @@ def budget_watch(budget):
         cut = False
 
         def on_epoch_end(self, epoch, logs=None):
-            if budget.stopped and epoch + 1 < self.params.get("epochs", 0):
+            if budget.stopped and (epoch + 1 < self.params.get("epochs", 0) or budget.share < 1):
                 self.cut = True
 
     return BudgetWatch()
