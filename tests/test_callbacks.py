@@ -61,7 +61,8 @@ def test_a_stop_at_an_epochs_end_reports_the_whole_epoch(monkeypatch):
 
 def test_a_resumed_budget_keeps_the_time_used_and_the_measured_speed():
     budget = TimeBudget(1.0, used=12.0)
-    budget.durations.extend([0.5, 1.5])
+    for seconds in (0.5, 1.5):
+        budget.add_duration(seconds)
     budget.tail = 3.0
     again = TimeBudget(1.0, **budget.state())
     assert again.used() == 12.0 and again.tail == 3.0 and again.step_seconds() == pytest.approx(1.0)
@@ -73,3 +74,10 @@ def test_a_checkpoint_of_an_earlier_version_resumes_with_its_time_used():
     """Earlier checkpoints kept the slowest epoch's time instead of the speed: it is accepted and ignored."""
     budget = TimeBudget(1.0, used=30.0, slowest=20.0)
     assert budget.used() == 30.0 and budget.step_seconds() is None and budget.steps_that_fit(0, 10) is None
+
+
+def test_the_speed_is_the_mean_of_the_last_window_of_batches():
+    budget = TimeBudget(1.0)
+    for seconds in [9.0] * 10 + [1.0] * TimeBudget.WINDOW:  # the slow start has left the window
+        budget.add_duration(seconds)
+    assert budget.step_seconds() == pytest.approx(1.0)

@@ -60,17 +60,29 @@ class TimeBudget(keras.callbacks.Callback):
         self.share = 1.0  # of its epoch's batches, the last epoch trained (under 1 after a mid-epoch stop)
         self.start: float | None = None
         self.used_before, self.tail = used, tail
-        self.durations: collections.deque[float] = collections.deque([step_seconds] if step_seconds else [],
-                                                                      maxlen=self.WINDOW)
+        self.durations: collections.deque[float] = collections.deque(maxlen=self.WINDOW)
+        self.total = 0.0  # of self.durations, kept as they come and go: read at every batch
+        if step_seconds:
+            self.add_duration(step_seconds)
         self.batch_start = self.last_batch_end = None
         self.first_batch = True
 
     def used(self) -> float:
         return self.used_before if self.start is None else time.perf_counter() - self.start
 
+    def add_duration(self, seconds: float) -> None:
+        if len(self.durations) == self.durations.maxlen:
+            self.total -= self.durations[0]
+        self.durations.append(seconds)
+        self.total += seconds
+
     def step_seconds(self) -> float | None:
-        mean = sum(self.durations) / len(self.durations) if self.durations else 0.0
+        mean = self.total / len(self.durations) if self.durations else 0.0
         return mean if mean > 0 else None
+
+    def out_of_time(self, now: float) -> bool:
+        """Whether one more batch and an epoch's end would overrun the budget."""
+        return now - self.start + (self.step_seconds() or 0.0) + self.tail > self.budget
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps, for `TimeBudget(max_minutes, **state)` on resume."""
@@ -105,17 +117,15 @@ class TimeBudget(keras.callbacks.Callback):
         # A batch's time runs from the previous batch's end, so that it includes fetching its data; an
         # epoch's first batch follows the epoch end (one-batch epochs: from its own start).
         if batch > 0 and self.last_batch_end is not None:
-            self.durations.append(now - self.last_batch_end)
+            self.add_duration(now - self.last_batch_end)
         elif steps == 1 and not self.first_batch:
-            self.durations.append(now - self.batch_start)
+            self.add_duration(now - self.batch_start)
         self.first_batch, self.last_batch_end = False, now
-        per_step = self.step_seconds() or 0.0
-        if now - self.start + per_step + self.tail > self.budget:
+        if self.out_of_time(now):
             self.stop(share=(batch + 1) / steps if steps else 1.0)
 
     def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        if not self.stopped and now - self.start + (self.step_seconds() or 0.0) + self.tail > self.budget:
+        if not self.stopped and self.out_of_time(time.perf_counter()):
             self.stop(share=1.0)
 
     def stop(self, share: float) -> None:
