@@ -55,7 +55,7 @@ test-ui: $(STAMP)
 	  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } \
 	  || echo "make: could not install chromium; the ui tests will skip"; \
 	else echo "make: Chromium not found; install it (apt install chromium) or the ui tests skip"; fi
-	NNLAB_UI_SCREENSHOT_DIR=$${NNLAB_UI_SCREENSHOT_DIR:-$(abspath outputs/ui-check)} $(PY) -m pytest -q -m ui tests/test_ui.py tests/test_netron.py $(ARGS)
+	NNLAB_UI_SCREENSHOT_DIR=$${NNLAB_UI_SCREENSHOT_DIR:-$(abspath outputs/ui-check)} $(PY) -m pytest -q -m ui tests/test_ui.py tests/job/test_netron.py $(ARGS)
 
 ## Browse the runs of ./mlflow.db at http://127.0.0.1:5000 (lean: one worker, no job runner: 0.5 GB, not 2.7 GB)
 ui: $(STAMP)

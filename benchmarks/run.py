@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from augment_libraries import bench_augment  # noqa: E402
 from image_pipeline import bench_images  # noqa: E402
+
 OUT = HERE.parent / "bench-results"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 

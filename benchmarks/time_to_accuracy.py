@@ -48,10 +48,10 @@ def compose(name: str, overrides: list[str]):
 
 
 def run_preset(spec: str, mixed: bool) -> dict:
-    from nnlab import train
-    from nnlab.app import build
     from nnlab.data import load_dataset
+    from nnlab.job.app import build
     from nnlab.tasks import get_task
+    from nnlab.training import train
 
     name, *overrides = spec.split(",")
     cfg = compose(name, overrides)

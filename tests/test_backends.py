@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from data_fixtures import corrupt, make_split_tree
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}

@@ -5,10 +5,9 @@ traceback, and no run left RUNNING."""
 from pathlib import Path
 
 import pytest
+from data_fixtures import corrupt, make_boston, make_faces, make_image_tree, make_segmentation_folder
 from mlflow.tracking import MlflowClient
 from PIL import Image
-
-from data_fixtures import corrupt, make_boston, make_faces, make_image_tree, make_segmentation_folder
 
 QUICK = ["trainer.epochs=1", "trainer.plot_model=false", "trainer.save_model=false", "trainer.verbose=0"]
 

@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from nnlab import tasks
 from nnlab.config import augment_checks, checks
 from nnlab.errors import ConfigError
 
@@ -102,7 +103,7 @@ def no_run(*args, **kwargs):
 @pytest.fixture
 def nnlab(nnlab_main, monkeypatch):
     """nnlab_main (conftest.py), with runs refused: a value let through fails at once, without training."""
-    monkeypatch.setattr("nnlab.track.start_run", no_run)
+    monkeypatch.setattr("nnlab.tracking.track.start_run", no_run)
     return nnlab_main
 
 
@@ -196,21 +197,21 @@ def tasks_accepting(method: str, *args) -> list[str]:
 
 
 def test_every_listed_metric_is_accepted_at_runtime_by_some_task():
-    for metric in checks.metric_names():
+    for metric in tasks.metric_names():
         assert tasks_accepting("metric", metric, 3), f"trainer.metrics accepts '{metric}', but no task does at runtime"
 
 
 def test_every_listed_loss_is_accepted_at_runtime_by_some_task():
-    for loss in checks.loss_names():
+    for loss in tasks.loss_names():
         assert tasks_accepting("loss", loss, None, 3), f"trainer.loss accepts '{loss}', but no task does at runtime"
 
 
 def test_the_name_lists_match_the_builders_at_runtime():
     import keras
 
-    from nnlab import optim
     from nnlab.data import augment, images
     from nnlab.models import conv, resnet, sequence, transfer, unet
+    from nnlab.training import optim
 
     assert set(checks.SCHEDULES) == set(optim.SCHEDULES)
     assert set(checks.CONV_POOLS) == {*conv.POOLS, "none"}
@@ -226,7 +227,7 @@ def test_the_name_lists_match_the_builders_at_runtime():
 
 def python_main(args: list[str], store) -> str:
     """A script running nnlab's main in a fresh interpreter; prints the exit status and which Keras backends got
-    imported (MLflow is: the sweep callback Hydra instantiates for every job imports nnlab.track)."""
+    imported (MLflow is: the sweep callback Hydra instantiates for every job imports nnlab.tracking.track)."""
     argv = ["nnlab", *args, f"tracking.uri=sqlite:///{store}"]
     return (f"import sys; sys.argv = {argv!r}\nfrom nnlab.cli import main\n"
             "try:\n    main()\nexcept SystemExit as stop:\n    print('EXIT', stop.code)\n"

@@ -73,7 +73,7 @@ def test_every_registered_builder_takes_exactly_its_schema_keys(group):
 
 
 def test_optimizer_schema_keys_are_keras_arguments():
-    from nnlab.optim import OPTIMIZERS
+    from nnlab.training.optim import OPTIMIZERS
 
     for name, schema in SCHEMAS["optimizer"].items():
         params = set(inspect.signature(OPTIMIZERS.get(name)).parameters)

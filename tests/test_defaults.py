@@ -107,8 +107,9 @@ def test_a_mapping_is_completed_from_its_schema_and_a_renamed_key_fails_loudly()
 
 def test_the_course_loader_caches_decoded_images(tmp_path, monkeypatch):
     """The default cache folder reaches loaders called from Python too (it used to be None there)."""
-    from nnlab import course
     from data_fixtures import make_faces
+
+    from nnlab import course
 
     monkeypatch.setenv("NNLAB_CACHE_DIR", str(tmp_path / "cache"))
     root = make_faces(tmp_path / "faces", n=12)

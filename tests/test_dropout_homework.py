@@ -6,8 +6,8 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from nnlab import report
-from nnlab.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
+from nnlab.reports import report
+from nnlab.tracking.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
 
 def composed(*overrides: str, hydra: bool = False):

@@ -10,9 +10,9 @@ import time
 import keras
 import numpy as np
 import pytest
+from data_fixtures import corrupt, make_split_tree
 from mlflow.tracking import MlflowClient
 
-from data_fixtures import corrupt, make_split_tree
 from nnlab.data.idx import FASHION_CLASSES
 from nnlab.metrics import metric_safe
 

@@ -45,7 +45,7 @@ def test_registering_a_different_builder_under_a_taken_name_fails():
 def test_the_builtin_registries_hold_the_documented_names():
     from nnlab.data import DATASETS
     from nnlab.models import MODELS
-    from nnlab.optim import OPTIMIZERS
+    from nnlab.training.optim import OPTIMIZERS
 
     assert {"digits", "fashion_mnist", "mnist"} <= set(DATASETS.names())
     assert {"mlp", "cnn"} <= set(MODELS.names())

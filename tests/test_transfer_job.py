@@ -5,10 +5,10 @@ import shutil
 
 import mlflow
 import pytest
+from data_fixtures import make_split_tree
 from mlflow.tracking import MlflowClient
 
-from data_fixtures import make_split_tree
-from nnlab import netron_view
+from nnlab.job import netron_view
 
 pytestmark = pytest.mark.slow
 SMALL_BACKBONE = ["model=transfer", "model.backbone=MobileNetV2", "+model.backbone_kwargs.alpha=0.35"]

@@ -21,8 +21,8 @@ import pytest
 pytestmark = pytest.mark.ui
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (make test-ui)")
 
-from nnlab.netron_view import find_chromium  # noqa: E402
-from nnlab.track import ROLE_TAG, SWEEP_TAG  # noqa: E402  (the tags nnlab's sweeps write)
+from nnlab.job.netron_view import find_chromium  # noqa: E402
+from nnlab.tracking.track import ROLE_TAG, SWEEP_TAG  # noqa: E402  (the tags nnlab's sweeps write)
 
 DEPTHS = (1, 2, 3)
 CHILDREN = [f"model.depth={d}" for d in DEPTHS]  # nnlab names a sweep's jobs by the overrides that differ
@@ -39,7 +39,7 @@ TIMEOUT_MS = 60_000  # the React bundle is large and the box is slow; be generou
 
 @pytest.fixture
 def chromium() -> str:
-    """The system Chromium (nnlab.netron_view's lookup); NNLAB_CHROMIUM overrides it (=/nonexistent simulates none)."""
+    """The system Chromium (nnlab.job.netron_view's lookup); NNLAB_CHROMIUM overrides it (=/nonexistent simulates none)."""
     found, looked = find_chromium()
     return found or pytest.skip(f"no Chromium executable at {', '.join(looked)}; make test-ui")
 

@@ -9,9 +9,9 @@ from hydra import compose, initialize_config_module
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from nnlab import app
 from nnlab.config import typed_config
 from nnlab.data import load_dataset
+from nnlab.job import app
 
 
 def composed(*overrides: str):

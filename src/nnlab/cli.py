@@ -23,7 +23,7 @@ GROUPS = ("dataset", "model", "optimizer", "trainer", "tracking", "experiment", 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def hydra_app(cfg: DictConfig) -> float | None:
-    from nnlab.app import run
+    from nnlab.job.app import run
 
     return run(cfg)
 
@@ -129,8 +129,8 @@ def list_everything() -> None:
             print(f"  {group:<11} {', '.join(names)}")
     from nnlab.data import DATASETS
     from nnlab.models import MODELS
-    from nnlab.optim import OPTIMIZERS
     from nnlab.tasks import TASKS
+    from nnlab.training.optim import OPTIMIZERS
 
     print("Registered builders (the `name` key of a preset; a dataset names the task it serves):")
     for registry in (DATASETS, MODELS, OPTIMIZERS, TASKS):
@@ -166,15 +166,15 @@ def report_main(argv: list[str]) -> None:
                         "table's first row) in the Model Registry as a new version of NAME")
     args = parser.parse_args(argv)
     if args.lab:
-        from nnlab.labreport import main as lab_report
+        from nnlab.reports.labreport import main as lab_report
 
         lab_report(args.lab, args.uri, args.out)
         return
-    from mlflow.tracking import MlflowClient
 
-    from nnlab import report, track
+    from nnlab.reports import report
+    from nnlab.tracking import store
 
-    client = MlflowClient(track.find_store(args.uri))
+    client = store.client(args.uri)
     name = args.sweep or args.parent or args.experiment
     result = report.build(client, args.experiment, args.sweep, args.parent,
                           out=args.out or Path("reports") / name, formats=split(args.formats),
@@ -188,31 +188,31 @@ def report_main(argv: list[str]) -> None:
 
 
 def labs_main(argv: list[str]) -> None:
-    from nnlab.labindex import main as labs
+    from nnlab.reports.labindex import main as labs
 
     labs(argv)
 
 
 def predict_main(argv: list[str]) -> None:
-    from nnlab.predict import main as predict
+    from nnlab.use.predict import main as predict
 
     predict(argv)
 
 
 def evaluate_main(argv: list[str]) -> None:
-    from nnlab.evaluate import main as evaluate
+    from nnlab.use.evaluate import main as evaluate
 
     evaluate(argv)
 
 
 def detect_main(argv: list[str]) -> None:
-    from nnlab.detect import main as detect
+    from nnlab.use.detect import main as detect
 
     detect(argv)
 
 
 def runs_main(argv: list[str]) -> None:
-    from nnlab.runs import main as runs
+    from nnlab.tracking.runs import main as runs
 
     runs(argv)
 
@@ -231,8 +231,8 @@ def resume_main(argv: list[str]) -> None:
     parser.add_argument("run_id", help="the run's id (mlflow ui, or `nnlab runs --stale`)")
     parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     args = parser.parse_args(argv)
-    from nnlab import track
-    from nnlab.resume import resume
+    from nnlab.job.resume import resume
+    from nnlab.tracking import track
 
     resume(args.run_id, track.find_store(args.uri))
 

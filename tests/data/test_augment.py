@@ -150,7 +150,7 @@ def test_a_job_with_albumentations_trains_and_saves_a_model_without_augmentation
     from hydra import compose, initialize_config_module
     from mlflow.tracking import MlflowClient
 
-    from nnlab import app
+    from nnlab.job import app
 
     pytest.importorskip("albumentations")
     with initialize_config_module(config_module="nnlab.conf", version_base="1.3"):

@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from data_fixtures import corrupt, make_image_tree, make_split_tree
+
 from nnlab.data import decode_pool, images, load_dataset
 from nnlab.data.image_cache import cached_decode
 from nnlab.data.images import decode_files

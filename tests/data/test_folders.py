@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
-
 from data_fixtures import corrupt, make_cifar_pickles, make_faces, make_image_tree, make_split_tree
+from tests_support import make_idx_dataset
+
 from nnlab.data import load_dataset
 from nnlab.data.folders import CIFAR_CLASSES
 from nnlab.errors import DataNotFoundError, NnlabError
-from tests_support import make_idx_dataset
 
 CLASSES = ["cat", "dog", "fox"]
 

@@ -3,12 +3,12 @@ import io
 
 import numpy as np
 import pytest
+from tests_support import make_idx_dataset, write_idx
 
 import nnlab.data.idx as idx_module
 from nnlab.data import load_dataset
 from nnlab.data.idx import FASHION_CLASSES, read_idx
 from nnlab.errors import DataNotFoundError, NnlabError
-from tests_support import make_idx_dataset, write_idx
 
 
 def fashion(path, **kw):

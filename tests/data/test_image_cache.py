@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from data_fixtures import corrupt, make_image_tree
+
 from nnlab.data import decode_pool, image_cache, opencv_decode
 from nnlab.data.image_cache import cached_decode
 

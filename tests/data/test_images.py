@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
+from data_fixtures import corrupt, make_image_tree
 from PIL import Image
 
-from data_fixtures import corrupt, make_image_tree
 from nnlab.data.image_cache import cache_key, cached_decode
 from nnlab.data.images import decode_files
 from nnlab.errors import NnlabError

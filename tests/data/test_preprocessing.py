@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from data_fixtures import make_airline, make_boston
+
 from nnlab.data import load_dataset
 from nnlab.data.series import series_inputs
 from nnlab.data.tables import BOSTON_COLUMNS, table_inputs

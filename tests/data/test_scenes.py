@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
+from tests_support import make_idx_dataset
 
 from nnlab.data import load_dataset
 from nnlab.data.idx import FASHION_CLASSES
 from nnlab.data.scenes import digit_pools
 from nnlab.errors import DataNotFoundError, NnlabError
-from tests_support import make_idx_dataset
 
 DIGITS = [str(k) for k in range(10)]
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
+from data_fixtures import PALETTE, corrupt, make_oxford_pets, make_segmentation_folder
 from PIL import Image
 
 import nnlab.data.image_cache as image_cache
 import nnlab.data.images as images
-from data_fixtures import PALETTE, corrupt, make_oxford_pets, make_segmentation_folder
 from nnlab.data import load_dataset
 from nnlab.errors import DataNotFoundError, NnlabError
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from data_fixtures import make_airline, make_boston
+
 from nnlab.data import load_dataset
 from nnlab.errors import DataNotFoundError, NnlabError
 

@@ -2,12 +2,12 @@ import keras
 import numpy as np
 import pytest
 
-from nnlab import train
 from nnlab.config.train import TrainerConfig
 from nnlab.data import Data
 from nnlab.errors import NnlabError
 from nnlab.models import build_model, members
 from nnlab.models.transfer import apply_trainable
+from nnlab.training import train
 
 
 def regressor(ensemble, **kw):

@@ -1,9 +1,8 @@
-import nnlab.models.sequence  # noqa: F401  (registration)
-
 import keras
 import numpy as np
 import pytest
 
+import nnlab.models.sequence  # noqa: F401  (registration)
 from nnlab.errors import NnlabError
 from nnlab.models import build_model
 

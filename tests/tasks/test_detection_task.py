@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from nnlab.config.data import AugmentConfig
-from nnlab.detect import fitted_size, matched
 from nnlab.errors import NnlabError
 from nnlab.tasks import get_task, higher_is_better
 from nnlab.tasks.detection import box_targets, coco_map, detections
+from nnlab.use.detect import fitted_size, matched
 
 TRUTH = np.array([[[10, 10, 30, 30, 0], [40, 40, 60, 70, 1], [-1, -1, -1, -1, -1]],
                   [[5, 5, 25, 25, 1], [-1, -1, -1, -1, -1], [-1, -1, -1, -1, -1]]], np.float32)

@@ -36,7 +36,7 @@ KERAS_METRICS = ("accuracy", "binary_accuracy", "categorical_accuracy", "sparse_
                  "log_cosh_error", "r2_score", "cosine_similarity", "poisson", "binary_crossentropy",
                  "categorical_crossentropy", "sparse_categorical_crossentropy", "hinge", "squared_hinge",
                  "categorical_hinge", "kl_divergence")
-SCHEDULES = ("constant", "cosine", "linear", "onecycle", "exponential", "plateau")  # nnlab.optim.SCHEDULES
+SCHEDULES = ("constant", "cosine", "linear", "onecycle", "exponential", "plateau")  # nnlab.training.optim.SCHEDULES
 CONV_POOLS = ("max", "avg", "none")  # nnlab.models.conv.POOLS + none
 POOLINGS = ("avg", "max", "flatten")  # nnlab.models.transfer.POOLINGS
 CELLS = ("lstm", "gru")  # nnlab.models.sequence.CELLS
@@ -165,26 +165,24 @@ def trainable(key: str, value: Any) -> None:
                       f"or a list of layer-name prefixes; {FIX}.")
 
 
-def loss_names() -> list[str]:
-    """Every loss some registered task accepts (plugins' tasks included), and the aliases."""
-    from nnlab.tasks import LOSS_ALIASES, TASKS
-
-    names = {*LOSS_ALIASES, *LOSS_ALIASES.values()}
-    for name in TASKS.names():
-        names.update(TASKS.get(name).losses)
-    return sorted(names)
+# Names that only the packages above know (every registered task's losses and metrics, plugins' included): the
+# owner provides them when it is imported (nnlab.tasks does), so that config, at the bottom, never imports it.
+PROVIDED: dict[str, Callable[[], Sequence[str]]] = {}
 
 
-def metric_names() -> list[str]:
-    """The tasks' default metrics and the Keras names people use (each accepted by some task's metric())."""
-    from nnlab.tasks import TASKS
+def provide(kind: str, names: Callable[[], Sequence[str]]) -> None:
+    PROVIDED[kind] = names
 
-    names = set(KERAS_METRICS)
-    for name in TASKS.names():
-        task = TASKS.get(name)()
-        for classes in (2, 3):
-            names.update(task.default_metrics(classes))
-    return sorted(names)
+
+def provided(kind: str, *, null: bool = False) -> Rule:
+    """A name among those provided for `kind`. Every nnlab command imports the tasks before it builds a typed
+    config; a Python caller that has not is left to the task, which checks the name again when it compiles."""
+
+    def rule(key: str, value: Any) -> None:
+        if kind in PROVIDED:
+            one_of(PROVIDED[kind], null=null)(key, value)
+
+    return rule
 
 
 def fold(key: str, cfg: Any) -> None:
@@ -245,8 +243,8 @@ STAGE: dict[str, Rule] = {"epochs": POSITIVE, "learning_rate": number(0, low_ope
 TRAINER: dict[str, Rule] = {
     "epochs": POSITIVE, "batch_size": POSITIVE, "max_minutes": number(0, low_open=True, null=True),
     "early_stopping": nested({"patience": number(0, null=True, note="epochs without improvement")}),
-    "stages": each(nested(STAGE)), "loss": one_of(loss_names, null=True),
-    "metrics": each(one_of(metric_names), null=True), "threads": POSITIVE_OR_NULL,
+    "stages": each(nested(STAGE)), "loss": provided("trainer.loss", null=True),
+    "metrics": each(provided("trainer.metrics"), null=True), "threads": POSITIVE_OR_NULL,
     "devices": POSITIVE_OR_NULL, "verbose": number(0, 2, null=True),
 }
 

@@ -1,4 +1,4 @@
-"""Schemas of the `optimizer` group (nnlab.optim): Keras optimizer arguments plus a learning-rate schedule."""
+"""Schemas of the `optimizer` group (nnlab.training.optim): Keras optimizer arguments plus a learning-rate schedule."""
 
 from dataclasses import dataclass, field
 

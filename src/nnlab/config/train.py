@@ -1,4 +1,4 @@
-"""Schema of the `trainer` group (nnlab.train)."""
+"""Schema of the `trainer` group (nnlab.training.train)."""
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +35,7 @@ class TrainerConfig:
     metrics: list[str] | None = None  # None: the task's (accuracy / MAE, RMSE / pixel accuracy, mean IoU, Dice)
     mixed_precision: bool = False  # mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 instructions
     jit_compile: bool | None = None  # None: Keras "auto" (XLA where it helps)
-    devices: int | None = None  # data-parallel over this many GPUs (nnlab.distribute); None: one device
+    devices: int | None = None  # data-parallel over this many GPUs (nnlab.training.distribute); None: one device
     threads: int | None = None  # CPU threads per job (TensorFlow, PyTorch); 1 for parallel sweep jobs
     verbose: int | None = None  # Keras progress: None = bars on a terminal, one line per epoch otherwise
     save_model: bool = True  # model.keras in the run's artifacts

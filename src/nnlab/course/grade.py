@@ -171,7 +171,7 @@ def run_script(module, script: Path, exercise: Exercise, path: Path, epochs: int
     """The platform's calls, timed: (model, test data, seconds, epoch log, whether the time budget cut a fit)."""
     import keras
 
-    from nnlab.callbacks import EpochMetrics, TimeBudget
+    from nnlab.training.callbacks import EpochMetrics, TimeBudget
 
     start = time.perf_counter()
     where = str(path) + os.sep  # the platform passes the folder with a trailing slash
@@ -208,8 +208,8 @@ def has_kwargs(parameters) -> bool:
 def log_results(run, model, test_data, exercise: Exercise, path: Path, script: Path, log: EpochLog) -> float:
     """Score the trained model on the test data; log the score, the task's figures and tables, and the curves."""
     from nnlab import plots
-    from nnlab.run_facts import summary
     from nnlab.data import Data
+    from nnlab.job.run_facts import summary
     from nnlab.tasks import get_task
 
     task = get_task(exercise.task)
@@ -234,7 +234,7 @@ def log_results(run, model, test_data, exercise: Exercise, path: Path, script: P
 
 def store_uri(uri: str | None) -> str:
     """--uri, else $MLFLOW_TRACKING_URI, else the tracking default (./mlflow.db): the store `nnlab report` reads."""
-    from nnlab import track
+    from nnlab.tracking import track
 
     return track.resolve_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or TrackingConfig().uri)
 
@@ -242,8 +242,8 @@ def store_uri(uri: str | None) -> str:
 def grade(script: str | Path, data_path: str | Path, lab: str | None = None, epochs: int | None = None,
           max_minutes: float | None = None, uri: str | None = None) -> Grade:
     """Check, then run the script in one MLflow run (experiment 'course'); returns the grade."""
-    from nnlab import track
-    from nnlab.app import import_keras_quietly
+    from nnlab.imports import import_keras_quietly
+    from nnlab.tracking import track
 
     script, path = Path(script).expanduser().resolve(), Path(data_path).expanduser().resolve()
     exercise = exercise_of(script, lab)
@@ -256,7 +256,7 @@ def grade(script: str | Path, data_path: str | Path, lab: str | None = None, epo
     tags = {"course.lab": exercise.name, "course.script": str(script), "task": exercise.task, "dataset": str(path)}
     track.install_signal_handlers()
     with track.start_run(tracking, tags) as run:
-        from nnlab.train import setup_runtime
+        from nnlab.training.train import setup_runtime
 
         run.file(script, "script")
         run.params({"lab": exercise.name, "bar": exercise.bar_text(), "time_limit_minutes": exercise.minutes,

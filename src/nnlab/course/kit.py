@@ -1,6 +1,6 @@
 """Small pieces the exercise scripts share (they import nnlab anyway): the per-epoch learning-rate schedule.
 
-A per-epoch schedule, not one of nnlab.optim's per-step ones: create_model compiles before train_model knows the
+A per-epoch schedule, not one of nnlab.training.optim's per-step ones: create_model compiles before train_model knows the
 number of epochs, and a compiled optimizer's float learning rate can be changed per epoch but not replaced by a
 schedule."""
 

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.data.decode_pool import decode_in_pool, reserve
-from nnlab.data.images import (Decoded, decode_files, decode_in_threads, opencv_threads, pixel_format,
-                               pool_workers)
+from nnlab.data.images import Decoded, decode_files, decode_in_threads, opencv_threads, pixel_format, pool_workers
 from nnlab.files import fsync_dir
 
 log = logging.getLogger(__name__)

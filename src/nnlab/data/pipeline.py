@@ -8,7 +8,7 @@ PyTorch installs need no TensorFlow.
 import keras
 import numpy as np
 
-# Devices each training batch is split evenly over (JAX's data parallelism: nnlab.distribute sets it while active).
+# Devices each training batch is split evenly over (JAX's data parallelism: nnlab.training.distribute sets it while active).
 _EVEN_SPLIT = [1]
 
 

@@ -4,7 +4,6 @@ Builders take their config's keys as keyword arguments, so `conf/model/<name>.ya
 signature written down.
 """
 
-import contextlib
 import functools
 import inspect
 from collections.abc import Mapping, Sequence
@@ -14,6 +13,7 @@ import keras
 
 from nnlab.config import builder_kwargs
 from nnlab.errors import NnlabError
+from nnlab.layers import MemberAverage, float32_policy, members, serving_model  # noqa: F401  (re-exported)
 from nnlab.registry import Registry
 from nnlab.tasks import Task, get_task
 
@@ -95,55 +95,6 @@ def ensemble(x, count: int, body, task: Task, num_classes: int):
         member = keras.Model(inputs, task.head(body(inputs), num_classes), name=f"member{i}")
         outputs.append(member(x))
     return MemberAverage(name="ensemble")(outputs)
-
-
-@keras.saving.register_keras_serializable(package="nnlab")
-class MemberAverage(keras.layers.Layer):
-    """The members' outputs side by side while training, their mean otherwise.
-
-    Side by side, a one-unit target broadcasts against every member's column, so Keras's loss (a mean over the
-    last axis) is the mean of the members' own losses: each member learns as if alone, and validation and test
-    see the averaged prediction. (A loss on the mean would train one big coupled network instead.)
-    """
-
-    def call(self, outputs, training=None):
-        if training:
-            return keras.ops.concatenate(outputs, axis=-1)
-        return keras.ops.mean(keras.ops.stack(outputs, axis=0), axis=0)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape[0]
-
-
-@contextlib.contextmanager
-def float32_policy():
-    """Layers built inside compute in float32 when they name no dtype (a mixed-precision job set the global
-    policy for training; copies and reloads of its model for inference should not inherit it)."""
-    before = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_dtype_policy(before)
-
-
-def serving_model(model):
-    """The model as MLflow serves it: the same layers and weights (shared, not copied) in an uncompiled graph,
-    so no custom loss or metric (Dice, the pixel cross-entropy) is saved with it, and an ensemble's MemberAverage
-    replaced by Keras's own Average, the same mean at inference. It loads with Keras alone: no nnlab import."""
-    def builtin(layer):
-        if isinstance(layer, MemberAverage):
-            return keras.layers.Average(name=layer.name, dtype=layer.dtype_policy)
-        return layer
-
-    bare = keras.Model(model.inputs, model.outputs, name=model.name)  # uncompiled; clone_model copies compile
-    return keras.models.clone_model(bare, clone_function=builtin)
-
-
-def members(model: keras.Model) -> list[keras.Model]:
-    """An ensemble's member sub-models; a single model is its own one member."""
-    found = [layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name.startswith("member")]
-    return found or [model]
 
 
 def solve_param_budget(cfg: Mapping[str, Any], input_shape, task: "str | Task", num_classes: int) -> dict[str, Any]:

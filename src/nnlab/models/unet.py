@@ -14,8 +14,7 @@ import keras
 
 from nnlab.errors import NnlabError, unknown_name
 from nnlab.models import MODELS, regularizer
-from nnlab.models.transfer import (BACKBONE, application, load_weights, preprocess_mode, preprocessing,
-                                   settle_batch_norm)
+from nnlab.models.transfer import BACKBONE, application, load_weights, preprocess_mode, preprocessing, settle_batch_norm
 
 UPSAMPLINGS = ("transpose", "bilinear")
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nnlab.config import checks
 from nnlab.errors import NnlabError, unknown_name
 from nnlab.registry import Registry
 
@@ -98,8 +99,8 @@ class Task:
         return []
 
     def serving_model(self, model):
-        """The model as MLflow logs it for serving (see nnlab.models.serving_model)."""
-        from nnlab.models import serving_model
+        """The model as MLflow logs it for serving (see nnlab.layers.serving_model)."""
+        from nnlab.layers import serving_model
 
         return serving_model(model)
 
@@ -163,6 +164,28 @@ def keras_loss(name: str, options: Mapping[str, Any] | None):
 
 def get_task(task: "str | Task") -> Task:
     return task if isinstance(task, Task) else TASKS.get(task)()
+
+
+def loss_names() -> list[str]:
+    """Every loss some registered task accepts (plugins' tasks included), and the aliases."""
+    names = {*LOSS_ALIASES, *LOSS_ALIASES.values()}
+    for name in TASKS.names():
+        names.update(TASKS.get(name).losses)
+    return sorted(names)
+
+
+def metric_names() -> list[str]:
+    """The tasks' default metrics and the Keras names people use (each accepted by some task's metric())."""
+    names = set(checks.KERAS_METRICS)
+    for name in TASKS.names():
+        task = TASKS.get(name)()
+        for classes in (2, 3):
+            names.update(task.default_metrics(classes))
+    return sorted(names)
+
+
+checks.provide("trainer.loss", loss_names)  # the trainer config's names, checked before Keras is imported
+checks.provide("trainer.metrics", metric_names)
 
 
 def log_json(sink, table: Any, path: str) -> None:

@@ -159,7 +159,7 @@ def float32_copy(model):
     plain = to_float32(config)
     if plain == config:
         return model
-    from nnlab.models import float32_policy
+    from nnlab.layers import float32_policy
 
     with float32_policy():
         copy = type(model).from_config(plain)

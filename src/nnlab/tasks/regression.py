@@ -40,8 +40,8 @@ class Regression(Task):
     def evaluate(self, model, data, predictions, batch_size: int) -> dict[str, float]:
         """Errors in the target's own units, the loader's baselines (e.g. seasonal naive) on the same rows, and
         for an ensemble its members' errors alone (what averaging gained)."""
+        from nnlab.layers import members
         from nnlab.metrics import regression_errors
-        from nnlab.models import members
 
         y_test = data.test[1]
         metrics: dict[str, float] = {}

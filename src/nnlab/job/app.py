@@ -1,0 +1,88 @@
+"""The Hydra task: compose -> build -> fit -> log. One job, one MLflow run (or, with `tracking.resume`, an
+interrupted run continued)."""
+
+from dataclasses import asdict, replace
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nnlab import __version__
+from nnlab.config import Config, TrackingConfig
+from nnlab.errors import ConfigError
+from nnlab.imports import import_plugins
+from nnlab.job.body import name_of, train_and_log
+
+
+def run_tags(cfg: Config, commit: str | None) -> dict[str, Any]:
+    return {
+        "dataset": name_of(cfg.dataset),
+        "model": name_of(cfg.model),
+        "optimizer": name_of(cfg.optimizer),
+        "mlflow.source.git.commit": commit,
+        "nnlab.version": __version__,
+        **hydra_tags(),
+    }
+
+
+def join_sweep(context, tracking: TrackingConfig, tags: dict[str, Any]) -> tuple[TrackingConfig, dict]:
+    """A multirun job is a child of the sweep's parent run, in the sweep's store and experiment (MLflow nests
+    runs within one experiment); a job whose config asks for another experiment says so in a tag."""
+    import logging
+
+    tags = tags | context.child_tags()
+    if tracking.experiment != context.experiment:
+        logging.getLogger(__name__).warning("sweep job logs to the sweep's experiment '%s', not '%s'",
+                                            context.experiment, tracking.experiment)
+        tags["nnlab.requested_experiment"] = tracking.experiment
+    name = tracking.run_name or context.job_name(hydra_overrides()) or None
+    return replace(tracking, uri=context.uri, experiment=context.experiment, run_name=name), tags
+
+
+def hydra_overrides() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def hydra_tags() -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return {"overrides": " ".join(hydra_overrides()) or "(none)",
+            "hydra.output_dir": HydraConfig.get().runtime.output_dir}
+
+
+def run(cfg: DictConfig) -> float | None:
+    """Train one configured experiment and log it; returns the metric a sweeper optimises."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:  # before a run exists: nothing to clean up
+        raise ConfigError(f"{', '.join(missing)} must be set for this config: add e.g. {missing[0]}=... to the "
+                          "command line or to your experiment YAML.")
+    yaml_text = OmegaConf.to_yaml(cfg, resolve=True)
+    import_plugins(list(cfg.plugins))
+    typed: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    from nnlab.job import sweep
+    from nnlab.tracking import track
+
+    if typed.tracking.resume:  # the config form of `nnlab resume`, e.g. for a requeued cluster job
+        from nnlab.job.resume import resume
+
+        return resume(typed.tracking.resume, typed.tracking.uri)
+
+    track.install_signal_handlers()  # SIGTERM ends this job's run KILLED, in joblib/submitit workers too
+    tracking, tags = typed.tracking, run_tags(typed, track.git_commit())
+    context = sweep.job_context()
+    if typed.trainer.threads is None:
+        typed.trainer.threads = sweep.parallel_threads(context.parallel if context else None)
+    if context is not None:
+        tracking, tags = join_sweep(context, tracking, tags)
+    with track.start_run(tracking, tags) as run:
+        run.params(track.flatten(OmegaConf.to_container(cfg, resolve=True) | {"trainer": asdict(typed.trainer)}))
+        task, metrics, stopped_by = train_and_log(typed, yaml_text, run)
+        run_id = run.run_id
+    headline = {k: round(v, 4) for k, v in metrics.items() if k in ("test_loss", task.headline)}
+    uri = track.resolve_uri(tracking.uri)
+    print(f"\nnnlab: run {run_id} FINISHED in experiment '{tracking.experiment}' "
+          f"({stopped_by}): {headline}\n  store: {uri}\n  browse: make ui  (or: mlflow ui --backend-store-uri {uri})")
+    return task.objective_value(metrics)

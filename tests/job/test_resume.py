@@ -1,0 +1,170 @@
+"""Never lose a run: divergence fails cleanly, every epoch leaves a checkpoint, and an interrupted run resumes
+in the same MLflow run with its epochs, stages and metric steps continuing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from mlflow.tracking import MlflowClient
+
+from nnlab.job import app
+from nnlab.job.resume import resume
+from nnlab.training import callbacks
+from nnlab.training.callbacks import load_checkpoint
+
+BASE = ("trainer.verbose=0", "trainer.plot_model=false", "model.width=32", "trainer.batch_size=64")
+
+
+def composed(store, *overrides):
+    with initialize_config_module(config_module="nnlab.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=[f"tracking.uri={store}", "tracking.experiment=resume",
+                                                        *BASE, *overrides])
+
+
+def only_run(store):
+    client = MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    return client, run
+
+
+def steps(client, run_id, key="loss"):
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def interrupt_after(monkeypatch, epoch: int):
+    """Ctrl-C in the epoch logger after `epoch` epochs: that epoch's checkpoint exists, its metrics were not
+    logged (the worst moment to die)."""
+    original = callbacks.EpochMetrics.on_epoch_end
+
+    def on_epoch_end(self, e, logs=None):
+        if e + 1 == epoch:
+            raise KeyboardInterrupt
+        original(self, e, logs)
+
+    monkeypatch.setattr(callbacks.EpochMetrics, "on_epoch_end", on_epoch_end)
+
+
+def test_a_diverging_run_fails_naming_epoch_and_batch_and_saves_no_model(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Exception, match=r"diverged: the loss became (nan|inf) at epoch 1, batch \d+"):
+        app.run(composed(store, "optimizer=sgd", "optimizer.learning_rate=1e6", "trainer.epochs=3"))
+    client, run = only_run(store)
+    assert run.info.status == "FAILED" and "learning_rate" in run.data.tags["error"]
+    assert "model" not in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert len(steps(client, run.info.run_id)) <= 1  # stopped within the first epoch
+
+
+def test_a_finished_run_removes_its_checkpoint_unless_kept(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app.run(composed(store, "trainer.epochs=2", "trainer.keep_checkpoint=true"))
+    _, run = only_run(store)
+    state, weights = load_checkpoint(run.data.tags["nnlab.checkpoint"])
+    assert state["epoch"] == 2 and weights.is_file() and len(state["result"]["history"]["loss"]) == 2
+    app.run(composed(store, "trainer.epochs=1", "tracking.run_name=second"))
+    client = MlflowClient(store)
+    second = next(r for r in client.search_runs([run.info.experiment_id]) if r.info.run_name == "second")
+    assert not Path(second.data.tags["nnlab.checkpoint"]).exists()
+
+
+def test_an_interrupted_run_resumes_in_the_same_run_with_every_epoch_once(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        app.run(composed(store, "trainer.epochs=5"))
+    client, run = only_run(store)
+    assert run.info.status == "KILLED" and steps(client, run.info.run_id) == [1, 2]
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    resume(run.info.run_id, store)
+    client, again = only_run(store)
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    assert steps(client, run.info.run_id) == [1, 2, 3, 4, 5]  # epoch 3 came from the checkpoint's history
+    assert steps(client, run.info.run_id, "val_accuracy") == [1, 2, 3, 4, 5]
+    assert again.data.metrics["epochs_run"] == 5 and again.data.tags["nnlab.resumed_from_epoch"] == "3"
+    assert again.data.metrics["test_accuracy"] > 0.8
+    names = sorted(i.dataset.name for i in again.inputs.dataset_inputs)
+    assert names == ["digits-test", "digits-train", "digits-val"]  # each logged once, not again by the resume
+
+
+def test_resume_continues_stages_where_they_were(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    stages = ("trainer.stages=[{epochs:2,trainable:none,learning_rate:0.01},"
+              "{epochs:3,trainable:all,learning_rate:0.001}]")
+    interrupt_after(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        app.run(composed(store, stages))
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    _, run = only_run(store)
+    resume(run.info.run_id, store)
+    client, again = only_run(store)
+    assert again.info.status == "FINISHED" and again.data.tags["stage_starts"] == "3"
+    lrs = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "lr")}
+    assert lrs[2] == pytest.approx(0.01) and lrs[5] == pytest.approx(0.001)  # stage 2's rate after the resume
+
+
+def test_resume_refuses_finished_runs_and_runs_without_a_checkpoint(store, tmp_path, monkeypatch):
+    from nnlab.errors import NnlabError
+
+    monkeypatch.chdir(tmp_path)
+    app.run(composed(store, "trainer.epochs=1"))
+    _, run = only_run(store)
+    with pytest.raises(NnlabError, match="already FINISHED"):
+        resume(run.info.run_id, store)
+    with pytest.raises(NnlabError, match="No run 'nope'"):
+        resume("nope", store)
+
+
+def test_the_same_seed_gives_identical_metrics_on_cpu(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a", "b"):
+        app.run(composed(store, "trainer.epochs=2", f"tracking.run_name={name}"))
+    client = MlflowClient(store)
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("resume").experiment_id])}
+    history = {n: [m.value for m in client.get_metric_history(r.info.run_id, "val_loss")] for n, r in runs.items()}
+    assert history["a"] == history["b"]
+    assert runs["a"].data.metrics["test_accuracy"] == runs["b"].data.metrics["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_run_then_nnlab_resume_finishes_the_planned_epochs(tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    args = [sys.executable, "-m", "nnlab", f"tracking.uri={store}", "tracking.experiment=resume", *BASE,
+            "trainer.epochs=40", "model.width=256", "model.depth=3"]
+    job = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        found = list(tmp_path.glob("outputs/**/checkpoint/latest"))
+        if found and load_checkpoint(found[0].parent)[0]["epoch"] >= 3:
+            break
+        time.sleep(0.2)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    client, run = only_run(store)
+    assert run.info.status == "RUNNING"  # what kill -9 leaves behind
+    done = subprocess.run([sys.executable, "-m", "nnlab", "resume", run.info.run_id, "--uri", store], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    client, again = only_run(store)
+    assert again.info.status == "FINISHED" and again.data.metrics["epochs_run"] == 40
+    assert steps(client, run.info.run_id) == list(range(1, 41))
+
+
+def test_the_config_form_resumes_a_run_too(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        app.run(composed(store, "trainer.epochs=3"))
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    _, run = only_run(store)
+    app.run(composed(store, f"tracking.resume={run.info.run_id}"))
+    client, again = only_run(store)
+    assert again.info.status == "FINISHED" and steps(client, run.info.run_id) == [1, 2, 3]
