@@ -4,7 +4,6 @@ imported: one line on stderr naming the key, what is allowed and the closest val
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -241,20 +240,17 @@ def python_main(args: list[str], store) -> str:
     (["model=cnn", "model.blocks.0.pool=median"], "model.blocks.0.pool 'median'"),
     (["optimizer.schedule.name=cosin"], "did you mean 'cosine'?"),
 ])
-def test_a_config_error_is_quick_one_line_and_imports_no_tensorflow(tmp_path, args, fragment):
+def test_a_config_error_is_one_line_exit_2_imports_no_keras_backend_and_creates_no_store(tmp_path, args, fragment):
     store = tmp_path / "store" / "mlflow.db"
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    start = time.monotonic()
     out = subprocess.run([sys.executable, "-c", python_main(args, store)], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=60, check=False)
-    seconds = time.monotonic() - start
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert "EXIT 2" in out.stdout, out.stdout + out.stderr
     assert len(lines) == 1 and lines[0].startswith("nnlab: error: ") and fragment in lines[0], out.stderr
     assert "Traceback" not in out.stderr
     assert "IMPORTED []" in out.stdout, out.stdout
     assert not store.exists(), "a config error must not create a run (nor the store)"
-    assert seconds < 5, f"a config error took {seconds:.1f} s"
 
 
 def test_a_failing_job_prints_one_line_without_hydras_overrides_line(nnlab, tmp_path):

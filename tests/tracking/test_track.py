@@ -81,6 +81,9 @@ def test_a_run_records_its_host_process_and_a_first_heartbeat(store):
 
 
 def test_the_heartbeat_rides_with_the_metrics_at_most_once_a_minute(store):
+    import time
+
+    before = int(time.time())
     with track.start_run(tracking(store), {}) as run:
         run.client.set_tag(run.run_id, track.HEARTBEAT_TAG, "0")
         run.metrics({"loss": 1.0}, step=1)  # within the minute: no refresh
@@ -91,9 +94,7 @@ def test_the_heartbeat_rides_with_the_metrics_at_most_once_a_minute(store):
         run.client.set_tag(run.run_id, track.HEARTBEAT_TAG, "1")
         run.metrics({"loss": 0.25}, step=3)
         assert run.client.get_run(run.run_id).data.tags[track.HEARTBEAT_TAG] == "1"
-    import time
-
-    assert abs(int(refreshed) - time.time()) < 60
+    assert before <= int(refreshed) <= time.time()  # the time of the refresh, not a stale value
 
 
 def test_the_model_export_is_flushed_to_disk_before_its_rename(tmp_path, monkeypatch):
@@ -209,16 +210,31 @@ def test_a_reopened_run_sends_only_dataset_inputs_it_lacks(store, tmp_path, monk
     assert len(result.inputs.dataset_inputs) == 3  # train once, test before and after the change
 
 
-def test_the_dataset_digest_follows_the_data_and_stays_cheap_for_big_image_arrays():
-    import time
+def test_the_dataset_digest_follows_the_data_and_hashes_a_bounded_sample_of_big_image_arrays(monkeypatch):
+    import hashlib
 
     import numpy as np
 
     images = np.random.default_rng(0).integers(0, 256, (60000, 28, 28), dtype=np.uint8)
     labels = np.arange(60000) % 10
-    start = time.perf_counter()
-    digest = track.array_digest(images, labels)
-    assert time.perf_counter() - start < 1.0
+    hashed, sha256 = [], hashlib.sha256
+
+    class Counting:
+        def __init__(self):
+            self.sha = sha256()
+
+        def update(self, data):
+            hashed.append(len(data))
+            self.sha.update(data)
+
+        def hexdigest(self):
+            return self.sha.hexdigest()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(hashlib, "sha256", Counting)
+        digest = track.array_digest(images, labels)
+    assert images.nbytes > 2 * track.DIGEST_SAMPLE_BYTES  # big enough to be sampled
+    assert sum(hashed) <= track.DIGEST_SAMPLE_BYTES + labels.nbytes + 200  # a sample of the images, every label
     assert digest == track.array_digest(images.copy(), labels.copy())
     assert digest != track.array_digest(images[:-1], labels[:-1])  # a shape
     assert digest != track.array_digest(images, np.roll(labels, 1))  # the targets
