@@ -51,12 +51,12 @@ def run_preset(spec: str, mixed: bool) -> dict:
     from nnlab.data import load_dataset
     from nnlab.job.app import build
     from nnlab.tasks import get_task
-    from nnlab.training import train
+    from nnlab.training import runtime, train
 
     name, *overrides = spec.split(",")
     cfg = compose(name, overrides)
     trainer = replace(cfg.trainer, mixed_precision=mixed, checkpoint=False, verbose=2)
-    facts = train.setup_runtime(cfg.seed, mixed, trainer.threads)
+    facts = runtime.setup_runtime(cfg.seed, mixed, trainer.threads)
     data = load_dataset(cfg.dataset, seed=cfg.seed)
     image_only, transform = get_task(data.task).augmentation(cfg.augment, cfg.seed)
     model = build(cfg.model, data, image_only, cfg.seed)

@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # other's. Each name is a module or package directly under nnlab.
 LAYERS = [
     ("errors", "conf"),
-    ("registry", "files", "imports"),
+    ("registry", "files", "imports", "processes"),
     ("config",),
     ("layers", "metrics", "plots"),
     ("data",),

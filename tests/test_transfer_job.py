@@ -49,9 +49,10 @@ def test_pretrain_export_then_transfer_with_gradual_unfreezing(cli, tmp_path, st
     assert lrs == pytest.approx([0.001, 0.0001, 0.0001])
     assert 0 < run.data.metrics["params"] <= 5_000_000
     assert {"test_accuracy", "test_precision_hot_dog", "test_recall_not_hot_dog"} <= set(run.data.metrics)
-    mlflow.set_tracking_uri(store)  # MLflow 3 lists a run's model/ folder with its logged model's files, through
-    saved = {a.path for a in client.list_artifacts(run.info.run_id, "model")}  # the global tracking URI
-    assert {"model/model.keras", "model/model.h5"} <= saved and "model/MLmodel" in saved
+    mlflow.set_tracking_uri(store)  # MLflow 3 lists a logged model's files (runs:/<id>/transfer: named after the
+    saved = {a.path for a in client.list_artifacts(run.info.run_id, "model")}  # model) via the global tracking URI
+    assert {"model/model.keras", "model/model.h5"} <= saved
+    assert "transfer/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "transfer")}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     if shutil.which("dot"):
         assert "architecture.png" in artifacts

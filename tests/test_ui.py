@@ -28,8 +28,8 @@ DEPTHS = (1, 2, 3)
 CHILDREN = [f"model.depth={d}" for d in DEPTHS]  # nnlab names a sweep's jobs by the overrides that differ
 COLUMNS = ["test_accuracy", "val_loss", "model.depth"]
 # What nnlab logs beyond metrics and params, in the runs table's own columns (col-id attributes.`<name>`): the
-# training split as a dataset input (with its context), the MLflow Model named "model".
-LOGGED_COLUMNS = {"Dataset": ["digits-train", "Training"], "Models": ["model"]}
+# training split as a dataset input (with its context), the MLflow Model named after the run's model ("mlp").
+LOGGED_COLUMNS = {"Dataset": ["digits-train", "Training"], "Models": ["mlp"]}
 # Lean server. MLflow 3.17 defaults (4 uvicorn workers plus a huey job runner) measured 15 processes,
 # 2.4 GB RSS and /health after 40 s on a 2-core box shared with a benchmark (2.7 GB, 14 s unloaded);
 # `--workers 1` with MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: 2 processes, 0.5 GB, 11-17 s (7 s unloaded).

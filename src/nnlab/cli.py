@@ -18,6 +18,7 @@ from nnlab import config as _config  # noqa: F401  (registers the schemas before
 from nnlab.errors import ConfigError, NnlabError, closest, unknown_name
 
 EXIT_CONFIG, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
+COMMANDS = ("report", "resume", "runs", "predict", "evaluate", "detect", "course", "labs")
 GROUPS = ("dataset", "model", "optimizer", "trainer", "tracking", "experiment", "sweep")
 
 
@@ -142,103 +143,26 @@ def stop_on_sigterm(signum, frame) -> None:
     raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
 
-def report_main(argv: list[str]) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="nnlab report", description="Comparison table and figures for a "
-                                     "sweep (its id or parent run) or a whole experiment, from MLflow.")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--sweep", help="sweep id (the parent run's name)")
-    which.add_argument("--parent", help="parent run id")
-    which.add_argument("--experiment", help="experiment name: every run in it")
-    which.add_argument("--lab", help="a lab of `nnlab labs`: lab_NAME.md and .html (its runs, numbers, bar, figures)")
-    parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    parser.add_argument("--out", help="output folder (default: reports/<sweep or experiment>)")
-    parser.add_argument("--formats", default="md,csv,tex,html", help="comma-separated: md,csv,tex,html")
-    parser.add_argument("--columns", default="", help="comma-separated columns to keep (params or metrics)")
-    parser.add_argument("--sort", help="column to sort by (default: the headline test metric)")
-    order = parser.add_mutually_exclusive_group()
-    order.add_argument("--ascending", action="store_true", default=None)
-    order.add_argument("--descending", dest="ascending", action="store_false")
-    parser.add_argument("--log", action="store_true", help="also log the files to the sweep's parent run, "
-                        "replacing the report the sweep logged when it ended")
-    parser.add_argument("--register", metavar="NAME", help="register the MLflow model of the best run (the "
-                        "table's first row) in the Model Registry as a new version of NAME")
-    args = parser.parse_args(argv)
-    if args.lab:
-        from nnlab.reports.labreport import main as lab_report
-
-        lab_report(args.lab, args.uri, args.out)
-        return
-
-    from nnlab.reports import report
-    from nnlab.tracking import store
-
-    client = store.client(args.uri)
-    name = args.sweep or args.parent or args.experiment
-    result = report.build(client, args.experiment, args.sweep, args.parent,
-                          out=args.out or Path("reports") / name, formats=split(args.formats),
-                          columns=split(args.columns), sort=args.sort, ascending=args.ascending,
-                          log_to_parent=args.log)
-    print(result.table.to_markdown(index=False, floatfmt=".4g"))
-    print(f"\nnnlab: report of '{result.title}' ({len(result.table)} runs) written to "
-          f"{', '.join(str(p) for p in result.paths)}")
-    if args.register:
-        print(report.register_best(client, result, args.register))
-
-
-def labs_main(argv: list[str]) -> None:
-    from nnlab.reports.labindex import main as labs
-
-    labs(argv)
-
-
-def predict_main(argv: list[str]) -> None:
-    from nnlab.use.predict import main as predict
-
-    predict(argv)
-
-
-def evaluate_main(argv: list[str]) -> None:
-    from nnlab.use.evaluate import main as evaluate
-
-    evaluate(argv)
-
-
-def detect_main(argv: list[str]) -> None:
-    from nnlab.use.detect import main as detect
-
-    detect(argv)
-
-
-def runs_main(argv: list[str]) -> None:
-    from nnlab.tracking.runs import main as runs
-
-    runs(argv)
-
-
-def course_main(argv: list[str]) -> None:
-    from nnlab.course.cli import main as course
-
-    course(argv)
-
-
-def resume_main(argv: list[str]) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="nnlab resume", description="Continue an interrupted run (killed, "
-                                     "Ctrl-C, SIGTERM, a crash) from its last checkpoint, in the same MLflow run.")
-    parser.add_argument("run_id", help="the run's id (mlflow ui, or `nnlab runs --stale`)")
-    parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    args = parser.parse_args(argv)
-    from nnlab.job.resume import resume
-    from nnlab.tracking import track
-
-    resume(args.run_id, track.find_store(args.uri))
-
-
-def split(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+def subcommand(name: str, argv: list[str]) -> None:
+    """`nnlab NAME ...`: each command's module is imported only when it runs, so that `nnlab --cfg job` and
+    config errors stay light."""
+    if name == "report":
+        from nnlab.reports.command import main
+    elif name == "resume":
+        from nnlab.job.resume import main
+    elif name == "runs":
+        from nnlab.tracking.runs import main
+    elif name == "predict":
+        from nnlab.use.predict import main
+    elif name == "evaluate":
+        from nnlab.use.evaluate import main
+    elif name == "detect":
+        from nnlab.use.detect import main
+    elif name == "course":
+        from nnlab.course.cli import main
+    else:  # "labs"
+        from nnlab.reports.labindex import main
+    main(argv)
 
 
 def sweep_args(argv: list[str]) -> list[str]:
@@ -246,6 +170,25 @@ def sweep_args(argv: list[str]) -> list[str]:
     if not argv or argv[0].startswith("-") or "=" in argv[0]:
         raise ConfigError("Name a sweep preset: nnlab sweep NAME [overrides]; `nnlab list` shows the presets.")
     return ["--multirun", f"+sweep={argv[0]}", *argv[1:]]
+
+
+def disk_full(err: BaseException) -> str | None:
+    """One sentence for a full disk that no part of nnlab put in words (a write of a library, a report file):
+    the file's folder and its free space; None if `err` is not one."""
+    from nnlab.files import is_disk_full, no_space
+    from nnlab.tracking.store import STORE_FULL, store_is_full
+
+    if store_is_full(err):
+        return (f"The MLflow store's disk is full (SQLite: {STORE_FULL}); free some space there or point "
+                "tracking.uri at a larger disk.")
+    if not is_disk_full(err):
+        return None
+    chain, filename = err, None
+    while chain is not None and filename is None:
+        filename = getattr(chain, "filename", None)
+        chain = chain.__cause__ or chain.__context__
+    folder = Path(os.fsdecode(filename)).parent if filename else Path.cwd()
+    return str(no_space(folder, "on the disk", "free some space there, or write elsewhere"))
 
 
 def guarded(action, full_errors: bool = False):
@@ -271,6 +214,10 @@ def guarded(action, full_errors: bool = False):
         if message is not None:
             print(f"nnlab: error: {message}", file=sys.stderr)
             sys.exit(EXIT_CONFIG)
+        message = disk_full(err)
+        if message is not None:
+            print(f"nnlab: error: {message}", file=sys.stderr)
+            sys.exit(EXIT_RUNTIME)
         print(f"nnlab: error: {type(err).__name__}: {err} (HYDRA_FULL_ERROR=1 shows the traceback; "
               f"a started run keeps it in error.txt).", file=sys.stderr)
         sys.exit(EXIT_RUNTIME)
@@ -282,13 +229,11 @@ def main() -> None:
     if args[:1] == ["list"]:
         list_everything()
         return
-    commands = {"report": report_main, "resume": resume_main, "runs": runs_main, "predict": predict_main,
-                "evaluate": evaluate_main, "detect": detect_main, "course": course_main, "labs": labs_main}
-    if args[:1] and args[0] in commands:
+    if args[:1] and args[0] in COMMANDS:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         signal.signal(signal.SIGTERM, stop_on_sigterm)
-        guarded(lambda: commands[args[0]](args[1:]), full_errors)
+        guarded(lambda: subcommand(args[0], args[1:]), full_errors)
         return
     if args[:1] == ["sweep"]:
         sys.argv[1:] = args = guarded(lambda: sweep_args(args[1:]), full_errors)

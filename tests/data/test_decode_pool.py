@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from data_fixtures import corrupt, make_image_tree, make_split_tree
 
-from nnlab.data import decode_pool, images, load_dataset
+from nnlab.data import decode_pool, decoding, load_dataset
 from nnlab.data.image_cache import cached_decode
-from nnlab.data.images import decode_files
+from nnlab.data.decoding import decode_files
 
 POOL = {"processes": 2, "pool_min_files": 1}
 ONE = {"processes": 1}
@@ -93,7 +93,7 @@ def test_a_folder_loaded_through_the_workers_reports_problems_as_before(tmp_path
             "max_bad_fraction": 0.1, "cache_dir": None}
     alone = load_dataset(spec, seed=0)
     workers = started(monkeypatch)
-    monkeypatch.setattr(images, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(decoding, "POOL_MIN_FILES", 1)
     monkeypatch.setattr(decode_pool, "usable_cores", lambda: 2)
     pooled = load_dataset(spec, seed=0)
     assert workers == [1, 1]  # the training files and the test files
@@ -110,8 +110,8 @@ def test_small_lists_and_one_process_decode_here_without_workers(mixed, monkeypa
     monkeypatch.setattr(decode_pool, "usable_cores", lambda: 1)
     decode_files(mixed, (8, 8), pool_min_files=1)
     assert workers == []
-    assert decode_pool.pool_workers(5000, None, images.POOL_MIN_FILES) == 0
-    assert decode_pool.pool_workers(5000, 4, images.POOL_MIN_FILES) == 3  # this process is the fourth
+    assert decode_pool.pool_workers(5000, None, decoding.POOL_MIN_FILES) == 0
+    assert decode_pool.pool_workers(5000, 4, decoding.POOL_MIN_FILES) == 3  # this process is the fourth
     assert decode_pool.pool_workers(3, 8, 1) == 0  # never more processes than half the files
 
 

@@ -74,4 +74,4 @@ def test_a_failed_row_write_leaves_no_entry_and_no_temporary_file(tmp_path, monk
     decoded = cached_decode(files, (8, 8), "rgb", False, str(tmp_path / "cache"), processes=2)
     assert decoded.images.shape == (6, 8, 8, 3) and decoded.bad == []  # the run goes on with its pixels
     assert list((tmp_path / "cache").iterdir()) == []
-    assert "No space left on device" in caplog.text
+    assert "no space left" in caplog.text.lower()  # the reason is named

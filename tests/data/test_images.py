@@ -6,7 +6,7 @@ from data_fixtures import corrupt, make_image_tree
 from PIL import Image
 
 from nnlab.data.image_cache import cache_key, cached_decode
-from nnlab.data.images import decode_files
+from nnlab.data.decoding import decode_files
 from nnlab.errors import NnlabError
 
 

@@ -3,6 +3,7 @@ import pytest
 from data_fixtures import PALETTE, corrupt, make_oxford_pets, make_segmentation_folder
 from PIL import Image
 
+import nnlab.data.decoding as decoding
 import nnlab.data.image_cache as image_cache
 import nnlab.data.images as images
 from nnlab.data import load_dataset
@@ -129,9 +130,9 @@ def test_the_mask_mode_has_its_own_cache_key_and_leaves_image_decoding_alone(tmp
     masks = sorted((root / "masks").iterdir())
     key = image_cache.cache_key
     assert key(masks, (8, 8), images.MASK, False) != key(masks, (8, 8), "grayscale", False)
-    decoded = images.decode_files(masks, (8, 8), images.MASK)
+    decoded = decoding.decode_files(masks, (8, 8), images.MASK)
     assert decoded.images.shape == (2, 8, 8, 1) and decoded.images.max() <= 2  # indices, not palette colours
-    assert images.decode_files(masks, (8, 8), "rgb").images.max() > 2
+    assert decoding.decode_files(masks, (8, 8), "rgb").images.max() > 2
     with pytest.raises(NnlabError, match=r"dataset.color_mode='mask' is not one of \['grayscale', 'rgb'\]"):
         load("segmentation_folder", root, image_size=[8, 8], color_mode="mask")
 

@@ -99,8 +99,9 @@ def test_a_job_logs_its_splits_as_datasets_its_model_as_an_mlflow_model_and_a_on
     assert {i.dataset.source_type for i in run.inputs.dataset_inputs} == {"code"}  # bundled: no files of its own
     (output,) = run.outputs.model_outputs
     logged = client.get_logged_model(output.model_id)
-    assert logged.name == "model" and logged.source_run_id == run.info.run_id
-    assert {"model/model.keras", "model/MLmodel"} <= paths  # the run's file and the MLflow Model side by side
+    assert logged.name == "mlp" and logged.source_run_id == run.info.run_id  # named after the run's model
+    assert "model/model.keras" in paths  # the run's file, and beside it the MLflow Model at runs:/<id>/mlp
+    assert "mlp/MLmodel" in {a.path for a in client.list_artifacts(run.info.run_id, "mlp")}
     note = run.data.tags["mlflow.note.content"]
     accuracy = 100 * run.data.metrics["test_accuracy"]
     assert re.fullmatch(r"mlp on digits: test accuracy \d+\.\d%, trained all 2 epochs", note)

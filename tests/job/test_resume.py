@@ -168,3 +168,147 @@ def test_the_config_form_resumes_a_run_too(store, tmp_path, monkeypatch):
     app.run(composed(store, f"tracking.resume={run.info.run_id}"))
     client, again = only_run(store)
     assert again.info.status == "FINISHED" and steps(client, run.info.run_id) == [1, 2, 3]
+
+
+# ---------------------------------------------------------------- one owner per run
+
+HOLDER = """
+import sys, time
+from nnlab.training.checkpoints import claim
+with claim(sys.argv[1], sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def killed_run(store, tmp_path, monkeypatch, epochs=4, after=2):
+    """A run interrupted after `after` of `epochs` epochs (its checkpoint holds that epoch, unlogged)."""
+    monkeypatch.chdir(tmp_path)
+    interrupt_after(monkeypatch, after)
+    with pytest.raises(KeyboardInterrupt):
+        app.run(composed(store, f"trainer.epochs={epochs}"))
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    return only_run(store)
+
+
+def snapshot(client, run_id):
+    run = client.get_run(run_id)
+    return run.info.status, run.data.tags, steps(client, run_id)
+
+
+def test_resume_refuses_while_the_runs_owner_lives_without_touching_it_and_takes_over_once_it_is_killed(
+        store, tmp_path, monkeypatch):
+    import socket
+
+    from nnlab.training.checkpoints import RunOwnedError
+
+    client, run = killed_run(store, tmp_path, monkeypatch)
+    run_id, folder = run.info.run_id, run.data.tags["nnlab.checkpoint"]
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, folder, run_id], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(client, run_id)
+        with pytest.raises(RunOwnedError) as caught:
+            resume(run_id, store)
+        message = str(caught.value)
+        assert f"Run {run_id} is being trained by process {holder.pid} on {socket.gethostname()}" in message
+        assert "\n" not in message and f"kill {holder.pid}" in message
+        assert snapshot(client, run_id) == before  # not reopened, not marked FAILED, nothing logged
+    finally:
+        holder.kill()
+        holder.wait()
+    resume(run_id, store)  # its owner is dead: taken over
+    client, again = only_run(store)
+    assert again.info.status == "FINISHED" and steps(client, run_id) == [1, 2, 3, 4]
+    assert "error" not in again.data.tags
+
+
+def test_resume_refuses_a_running_run_whose_process_lives(store, tmp_path, monkeypatch):
+    import socket
+
+    from nnlab.errors import NnlabError
+    from nnlab.tracking.track import process_start_time
+
+    client, run = killed_run(store, tmp_path, monkeypatch, epochs=3, after=2)
+    alive = subprocess.Popen(["sleep", "600"])
+    try:
+        # What an nnlab without owner locks leaves while it trains: RUNNING, with its host and live pid.
+        client.update_run(run.info.run_id, status="RUNNING")
+        for key, value in {"nnlab.host": socket.gethostname(), "nnlab.pid": str(alive.pid),
+                           "nnlab.pid_started": str(int(process_start_time(alive.pid)))}.items():
+            client.set_tag(run.info.run_id, key, value)
+        before = snapshot(client, run.info.run_id)
+        with pytest.raises(NnlabError, match=f"is being trained by process {alive.pid} on {socket.gethostname()}"):
+            resume(run.info.run_id, store)
+        assert snapshot(client, run.info.run_id) == before
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_damaged_newest_checkpoint_is_resumed_from_the_one_before_and_says_so(store, tmp_path, monkeypatch):
+    client, run = killed_run(store, tmp_path, monkeypatch, epochs=4, after=3)
+    folder = Path(run.data.tags["nnlab.checkpoint"])
+    assert sorted(p.name for p in folder.glob("epoch-*")) == ["epoch-00002", "epoch-00003"]
+    damaged = folder / "epoch-00003" / "weights.weights.h5"
+    os.truncate(damaged, 1000)
+    resume(run.info.run_id, store)
+    client, again = only_run(store)
+    assert again.info.status == "FINISHED" and again.data.tags["nnlab.resumed_from_epoch"] == "2"
+    assert str(damaged) in again.data.tags["nnlab.checkpoint_fallback"]
+    assert steps(client, run.info.run_id) == [1, 2, 3, 4]  # epoch 3 was never logged: trained again, once
+
+
+def test_epochs_logged_after_the_checkpoint_fallen_back_to_are_trained_and_logged_again_and_the_tag_says_so(
+        store, tmp_path, monkeypatch):
+    client, run = killed_run(store, tmp_path, monkeypatch, epochs=4, after=3)
+    client.log_metric(run.info.run_id, "loss", 0.5, step=3)  # as if it died after logging epoch 3
+    folder = Path(run.data.tags["nnlab.checkpoint"])
+    (folder / "epoch-00003" / "state.json").write_text("{")
+    resume(run.info.run_id, store)
+    client, again = only_run(store)
+    assert again.data.tags["nnlab.resumed_from_epoch"] == "2"
+    assert again.data.tags["nnlab.checkpoint_fallback"].endswith("; epochs 3-3 were logged already and are logged "
+                                                                 "again")
+    assert steps(client, run.info.run_id) == [1, 2, 3, 3, 4]
+
+
+def killed_9(tmp_path, store, epochs: int, at_epoch: int = 2):
+    """A job killed with SIGKILL once its checkpoint holds `at_epoch`: its run is left RUNNING, its process gone."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    args = [sys.executable, "-m", "nnlab", f"tracking.uri={store}", "tracking.experiment=resume", *BASE,
+            f"trainer.epochs={epochs}", "model.width=256", "model.depth=3"]
+    job = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        found = list(tmp_path.glob("outputs/**/checkpoint/latest"))
+        if found and load_checkpoint(found[0].parent)[0]["epoch"] >= at_epoch:
+            break
+        time.sleep(0.2)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    return env
+
+
+@pytest.mark.slow
+def test_two_resumes_started_together_train_the_run_once(tmp_path):
+    import socket
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = killed_9(tmp_path, store, epochs=30)
+    client, run = only_run(store)
+    run_id = run.info.run_id
+    both = [subprocess.Popen([sys.executable, "-m", "nnlab", "resume", run_id, "--uri", store], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in both]
+    assert sorted(p.returncode for p in both) == [0, 1], [o[1][-2000:] for o in outs]
+    winner, loser = (0, 1) if both[0].returncode == 0 else (1, 0)
+    lines = [line for line in outs[loser][1].splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"nnlab: error: Run {run_id} is being trained by process {both[winner].pid} on "
+                               f"{socket.gethostname()}"), lines
+    client, again = only_run(store)
+    assert again.info.status == "FINISHED" and "error" not in again.data.tags
+    assert steps(client, run_id) == list(range(1, 31))  # every epoch logged once

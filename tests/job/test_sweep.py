@@ -53,7 +53,18 @@ def test_depth_sweep_preset_nests_jobs_under_a_parent_and_reports(cli, tmp_path,
     context = json.loads((tmp_path / "sweep" / SWEEP_FILE).read_text())
     assert context["parent_run_id"] == parent.info.run_id
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/table.md", "report/table.csv", "report/metric_vs_params.png", "report/val_curves.png"} <= logged
+    assert {"report/table.md", "report/table.csv", "report/table.html", "report/metric_vs_params.png",
+            "report/val_curves.png"} <= logged
+    # The parent carries the best job: its test accuracy, its id and swept value, and a description saying so.
+    top = max(j.data.metrics["test_accuracy"] for j in jobs)
+    best = next(j for j in jobs if j.info.run_id == parent.data.params["best_run_id"])
+    assert best.data.metrics["test_accuracy"] == top == parent.data.metrics["best_test_accuracy"]
+    assert parent.data.params["best.model.depth"] == best.data.params["model.depth"]
+    assert parent.data.params["best_run_name"] == best.info.run_name
+    note = parent.data.tags["mlflow.note.content"]  # the solved width differs too: both are named
+    assert note.startswith(f"best of 2: model.depth={best.data.params['model.depth']}, model.solved_width=")
+    assert note.splitlines()[0].endswith(f", test accuracy {100 * top:.1f}%")
+    assert f"FINISHED; {note.splitlines()[0]}; table: nnlab report --parent" in result.stdout  # said at the end
 
     out = tmp_path / "rep"
     report = cli("report", "--uri", store, "--sweep", parent.data.tags[SWEEP_TAG], "--out", str(out),

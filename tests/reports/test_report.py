@@ -6,7 +6,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from nnlab.errors import NnlabError
-from nnlab.reports import report
+from nnlab.reports import register, report
 from nnlab.tracking.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
 
@@ -156,12 +156,12 @@ def test_register_makes_the_best_runs_model_a_new_registry_version(sweep):
     runs = {r.info.run_name: r.info.run_id for r in client.search_runs([client.get_run(parent).info.experiment_id])}
     models = {name: attach_model(client, runs[name]) for name in ("model.depth=2", "model.depth=5", "model.depth=3")}
     result = report.build(client, parent=parent)
-    said = report.register_best(client, result, "digits-depth")
+    said = register.register_best(client, result, "digits-depth")
     assert "model.depth=5" in said and "'digits-depth' version 1" in said and "test_accuracy 0.9" in said
     (version,) = client.search_model_versions("name = 'digits-depth'")
     assert version.run_id == runs["model.depth=5"]  # the best test accuracy
     assert version.source == f"models:/{models['model.depth=5']}"
-    again = report.register_best(client, report.build(client, parent=parent, sort="model.depth"), "digits-depth")
+    again = register.register_best(client, report.build(client, parent=parent, sort="model.depth"), "digits-depth")
     assert "model.depth=2" in again and "version 2" in again  # the first row of the report's own sort
 
 
@@ -173,7 +173,7 @@ def test_register_takes_the_lowest_error_for_regression_and_skips_failed_or_othe
     good = attach_model(client, ids["huber"])
     attach_model(client, ids["huber"], status="FAILED")  # a save that failed half-way
     attach_model(client, ids["huber"], name="checkpoint")  # another model of the run, not nnlab's
-    said = report.register_best(client, report.build(client, experiment="boston"), "boston")
+    said = register.register_best(client, report.build(client, experiment="boston"), "boston")
     assert "'huber'" in said and "test_mae 2.2" in said
     assert client.get_model_version("boston", "1").source == f"models:/{good}"
 
@@ -182,12 +182,12 @@ def test_register_without_a_logged_model_says_so_in_one_sentence(sweep):
     client, parent = sweep
     with pytest.raises(NnlabError, match=r"^The best run of 'depth-sweep', run 'model.depth=5' \(\w+\), has no logged "
                                          r"MLflow model .*nothing was registered\.$"):
-        report.register_best(client, report.build(client, parent=parent), "digits-depth")
+        register.register_best(client, report.build(client, parent=parent), "digits-depth")
     assert client.search_registered_models() == []
 
 
 def test_nnlab_report_register_prints_the_version(sweep, tmp_path, capsys):
-    from nnlab.cli import report_main
+    from nnlab.reports.command import main as report_main
 
     client, parent = sweep
     run_id = client.search_runs([client.get_run(parent).info.experiment_id], "attributes.run_name = 'model.depth=5'")[0]
@@ -195,3 +195,85 @@ def test_nnlab_report_register_prints_the_version(sweep, tmp_path, capsys):
     report_main(["--parent", parent, "--uri", client.tracking_uri, "--out", str(tmp_path / "rep"), "--register",
                  "best-depth"])
     assert "as 'best-depth' version 1 (models:/best-depth/1)" in capsys.readouterr().out
+
+
+def test_the_tables_show_counts_as_integers_and_the_csv_keeps_raw_values(sweep, tmp_path):
+    client, parent = sweep
+    out = tmp_path / "rep"
+    report.build(client, parent=parent, out=out)
+    md, tex, page = (out / "table.md").read_text(), (out / "table.tex").read_text(), (out / "table.html").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| run"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    first = next(line for line in md.splitlines() if line.startswith("| model.depth=5"))
+    cells = dict(zip(columns, (c.strip() for c in first.strip("|").split("|"))))
+    assert (cells["params"], cells["best_epoch"], cells["epochs_run"], cells["test_accuracy"]) == ("5,000", "2", "3",
+                                                                                                   "0.9")
+    assert "5000.0" not in md + tex + page and " 2.0 " not in md
+    assert "& 5000 &" in tex and "\\begin{tabular}{lrrrrrrrrrrrrl}" in tex  # numbers (and swept numbers) right
+    assert '<td class="num">5,000</td>' in page
+    raw = pd.read_csv(out / "table.csv")
+    assert raw["params"].dtype == "int64" and list(raw["test_loss"]) == [1 - 0.9, 1 - 0.85, 1 - 0.8]  # not rounded
+
+
+def test_table_html_is_a_styled_page_with_a_title_caption_and_scrolling_table(sweep, tmp_path):
+    client, parent = sweep
+    log_run(client, client.get_run(parent).info.experiment_id, "model.depth=7", {"model.depth": 7, "seed": 1},
+            {"test_accuracy": 0.1}, tags={PARENT_TAG: parent, SWEEP_TAG: "s1", ROLE_TAG: "job"}, status="FAILED")
+    page = (report.build(client, parent=parent, out=tmp_path / "rep", formats=["html"]).paths[0]).read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<title>Report: depth-sweep</title>" in page
+    assert "<h1>Report: depth-sweep</h1>" in page and '<p class="caption">depth-sweep: 4 runs;' in page
+    style = page.split("<style>")[1].split("</style>")[0]
+    for rule in (".table-wrap { overflow-x: auto", "border: 1px solid", "thead th { background",
+                 "tr:nth-child(even) td { background", "table.report .num { text-align: right; }"):
+        assert rule in style, rule
+    assert '<div class="table-wrap"><table class="report">' in page
+    assert '<th class="num" title="test_accuracy">test_<wbr>accuracy</th>' in page  # a long header may wrap
+    assert '<td class="fail">FAILED</td>' in page and "<td>FINISHED</td>" in page
+
+
+def test_a_parent_run_logged_to_carries_the_best_job_its_metric_swept_values_and_a_description(sweep, caplog):
+    client, parent = sweep
+    report.build(client, parent=parent, sort="model.depth", log_to_parent=True)  # the best whatever the sort
+    run = client.get_run(parent)
+    best = next(r for r in client.search_runs([run.info.experiment_id], "attributes.run_name = 'model.depth=5'"))
+    assert run.data.metrics["best_test_accuracy"] == pytest.approx(0.9)
+    assert run.data.params == {"best_run_id": best.info.run_id, "best_run_name": "model.depth=5",
+                               "best.model.depth": "5"}
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("best of 3: 5, test accuracy 90.0%\n\n| run ")
+    assert [line.split("|")[1].strip() for line in note.splitlines() if line.startswith("| model.depth=")] == [
+        "model.depth=5", "model.depth=3", "model.depth=2"]  # ranked by the headline metric
+
+    better = log_run(client, run.info.experiment_id, "model.depth=8", {"model.depth": 8, "seed": 1},
+                     {"test_accuracy": 0.95}, tags={PARENT_TAG: parent, SWEEP_TAG: "s1", ROLE_TAG: "job"})
+    report.build(client, sweep="s1", log_to_parent=True)  # `nnlab report --sweep s1 --log` once it finished
+    run = client.get_run(parent)
+    assert run.data.metrics["best_test_accuracy"] == pytest.approx(0.95)
+    assert run.data.tags["mlflow.note.content"].startswith("best of 4: 8, test accuracy 95.0%")
+    assert run.data.params["best_run_id"] == best.info.run_id != better  # MLflow never changes a param…
+    assert "keeps its params best_run_id, best_run_name, best.model.depth" in caplog.text  # …and says so
+
+
+def test_the_best_of_several_swept_keys_names_each_and_regression_reads_as_an_error(store):
+    from nnlab.reports.best import best_of
+
+    client = MlflowClient(store)
+    exp = client.create_experiment("boston")
+    for loss, width, mae in (("mse", 8, 2.5), ("huber", 16, 2.2)):
+        log_run(client, exp, f"{loss}-{width}", {"trainer.loss": loss, "model.width": width},
+                {"test_mae": mae, "test_mae_original": mae * 9}, tags={"task": "regression"})
+    result = report.build(client, experiment="boston")
+    assert result.best.sentence() == ("best of 2: trainer.loss=huber, model.width=16, test MAE 2.2 (19.8 in the "
+                                      "target's units)")
+    runs = client.search_runs([exp])
+    full, _, run_ids = report.ranked_table(runs, ["trainer.loss"])
+    assert best_of(runs, full, "test_accuracy", run_ids, []) is None  # no run has it
+
+
+def test_register_finds_a_model_named_after_the_runs_model(store):
+    client = MlflowClient(store)
+    exp = client.create_experiment("cnns")
+    run_id = log_run(client, exp, "fashion_cnn_adam", {}, {"test_accuracy": 0.9}, tags={"model": "cnn"})
+    model_id = attach_model(client, run_id, name="cnn")
+    attach_model(client, run_id, name="mlp")  # not this run's model
+    assert register.logged_model_id(client, client.get_run(run_id)) == model_id

@@ -1,6 +1,6 @@
-"""MLflow Models: each task's trained model, logged by an in-process job (as tests/test_app.py runs them), loads with
-`mlflow.pyfunc.load_model("runs:/<id>/model")` and predicts what the run's own `model/model.keras` predicts, also
-in a Python process where nnlab cannot even be imported."""
+"""MLflow Models: each task's trained model, logged by an in-process job (as tests/test_app.py runs them) under its
+model's name, loads with `mlflow.pyfunc.load_model("runs:/<id>/<model>")` (runs:/<id>/mlp) and predicts what the
+run's own `model/model.keras` predicts, also in a Python process where nnlab cannot even be imported."""
 
 import json
 import os
@@ -20,6 +20,12 @@ from mlflow.tracking import MlflowClient
 from nnlab.job import app
 
 EXPERIMENT = "mlflow-models"
+MODELS = {"multiclass": "mlp", "binary": "cnn", "regression": "mlp", "ensemble": "mlp", "segmentation": "unet"}
+
+
+def uri(run_ids: dict[str, str], name: str) -> str:
+    """The job's MLflow Model: named after its model."""
+    return f"runs:/{run_ids[name]}/{MODELS[name]}"
 
 
 def jobs(data: Path) -> dict[str, list[str]]:
@@ -79,7 +85,7 @@ def keras_file(store: str, run_id: str) -> keras.Model:
                                           ("ensemble", (-1, 1)), ("segmentation", (-1, 16, 16, 11))])
 def test_pyfunc_from_the_runs_uri_predicts_what_the_runs_keras_file_predicts(trained, name, output):
     store, run_ids = trained
-    served = mlflow.pyfunc.load_model(f"runs:/{run_ids[name]}/model")
+    served = mlflow.pyfunc.load_model(uri(run_ids, name))
     assert served.metadata.get_output_schema().inputs[0].shape == output
     x = inputs_for(served)
     expected = keras_file(store, run_ids[name]).predict(x, verbose=0)
@@ -90,11 +96,12 @@ def test_the_mlflow_model_is_uncompiled_and_made_of_keras_layers_only(trained):
     """What makes it load without nnlab: no compile config (the Dice loss, MeanDice), no MemberAverage."""
     _, run_ids = trained
     for name in ("ensemble", "segmentation"):
-        folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_ids[name]}/model"))
+        folder = Path(mlflow.artifacts.download_artifacts(uri(run_ids, name)))
         config = json.loads(zipfile.ZipFile(folder / "data" / "model.keras").read("config.json"))
         text = json.dumps(config)
         assert not config.get("compile_config") and '"nnlab' not in text, name
-        run_file = json.loads(zipfile.ZipFile(folder / "model.keras").read("config.json"))
+        own = mlflow.artifacts.download_artifacts(f"runs:/{run_ids[name]}/model/model.keras")
+        run_file = json.loads(zipfile.ZipFile(own).read("config.json"))
         assert '"nnlab' in json.dumps(run_file)  # the run's own file stays the full, compiled model
 
 
@@ -102,7 +109,7 @@ def test_the_mlflow_models_load_and_predict_where_nnlab_cannot_be_imported(train
     store, run_ids = trained
     names = ["multiclass", "binary", "regression", "ensemble", "segmentation"]
     for name in names:
-        x = inputs_for(mlflow.pyfunc.load_model(f"runs:/{run_ids[name]}/model"))
+        x = inputs_for(mlflow.pyfunc.load_model(uri(run_ids, name)))
         np.save(tmp_path / f"{name}.x.npy", x)
         np.save(tmp_path / f"{name}.expected.npy", keras_file(store, run_ids[name]).predict(x, verbose=0))
     script = tmp_path / "serve.py"
@@ -115,8 +122,8 @@ class NoNnlab(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, NoNnlab())
 import mlflow, numpy as np
 mlflow.set_tracking_uri({store!r})
-for name, run_id in {[(n, run_ids[n]) for n in names]!r}:
-    got = mlflow.pyfunc.load_model(f"runs:/{{run_id}}/model").predict(np.load(f"{tmp_path}/{{name}}.x.npy"))
+for name, model_uri in {[(n, uri(run_ids, n)) for n in names]!r}:
+    got = mlflow.pyfunc.load_model(model_uri).predict(np.load(f"{tmp_path}/{{name}}.x.npy"))
     np.save(f"{tmp_path}/{{name}}.served.npy", got)
 assert not [m for m in sys.modules if m.split(".")[0] == "nnlab"]
 print("served without nnlab")
@@ -132,16 +139,16 @@ print("served without nnlab")
 
 
 def test_the_runs_model_folder_keeps_model_keras_beside_the_mlflow_model(trained):
-    """`runs:/<id>/model` merges the run's model/ folder (model.keras) with the logged model's files; neither
+    """The MLflow Model (`runs:/<id>/mlp`) and the run's own model/ folder (model.keras) sit side by side; neither
     hides the other, and model/model.keras still downloads alone, as `nnlab predict` and `evaluate` read it."""
     store, run_ids = trained
     client = MlflowClient(store)
     run_id = run_ids["multiclass"]
-    folder = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
-    assert {"MLmodel", "model.keras"} <= {p.name for p in folder.iterdir()}
+    folder = Path(mlflow.artifacts.download_artifacts(uri(run_ids, "multiclass")))
+    assert "MLmodel" in {p.name for p in folder.iterdir()}
     assert (folder / "data" / "model.keras").is_file()
     run_files = {a.path for a in client.list_artifacts(run_id, "model")}
-    assert {"model/model.keras", "model/MLmodel"} <= run_files
+    assert "model/model.keras" in run_files and "model/MLmodel" not in run_files
     alone = client.download_artifacts(run_id, "model/model.keras")
     assert Path(alone).name == "model.keras" and keras.saving.load_model(alone, compile=False).count_params() > 0
     logged = client.get_logged_model(client.get_run(run_id).outputs.model_outputs[0].model_id)

@@ -14,16 +14,8 @@ from mlflow.tracking import MlflowClient
 from nnlab.errors import NnlabError
 from nnlab.job.sweep import MlflowSweepCallback, SweepContext
 from nnlab.tracking import runs, track
-from nnlab.tracking.track import (
-    HEARTBEAT_TAG,
-    HOST_TAG,
-    KILLED_REASON_TAG,
-    PARENT_TAG,
-    PID_STARTED_TAG,
-    PID_TAG,
-    ROLE_TAG,
-    SWEEP_TAG,
-)
+from nnlab.tracking.track import (HEARTBEAT_TAG, HOST_TAG, KILLED_REASON_TAG, PARENT_TAG, PID_STARTED_TAG, PID_TAG,
+                                  ROLE_TAG, SWEEP_TAG)
 
 HOST = socket.gethostname()
 

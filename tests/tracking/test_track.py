@@ -5,6 +5,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from nnlab.config import TrackingConfig
+from nnlab.files import NoSpaceError
 from nnlab.tracking import logged_model, track
 
 
@@ -158,7 +159,8 @@ def test_a_failed_mlflow_model_save_leaves_neither_model_files_nor_a_logged_mode
 
     monkeypatch.setattr(logged_model.KERAS_FLAVOR, "save_model", broken)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    with pytest.raises(OSError, match="No space"), track.start_run(tracking(store), {}) as run:
+    with pytest.raises(NoSpaceError, match="No space left to save the model"), \
+            track.start_run(tracking(store), {}) as run:
         run.model(model, formats=("keras", "h5"))
     client, result = only_run(store)
     assert result.info.status == "FAILED"

@@ -11,7 +11,7 @@ from nnlab.data import Data
 from nnlab.errors import NnlabError
 from nnlab.models import build_model
 from nnlab.tasks import get_task
-from nnlab.training import train
+from nnlab.training import runtime, train
 
 
 def test_fit_runs_all_epochs_and_reports_the_best_one():
@@ -48,8 +48,8 @@ def test_early_stopping_restores_the_best_weights():
 
 
 def test_mixed_precision_is_ignored_on_a_cpu_without_bfloat16_and_says_so(monkeypatch, caplog):
-    monkeypatch.setattr(train, "cpu_has_bfloat16", lambda: False)
-    facts = train.setup_runtime(seed=0, mixed_precision=True)
+    monkeypatch.setattr(runtime, "cpu_has_bfloat16", lambda: False)
+    facts = runtime.setup_runtime(seed=0, mixed_precision=True)
     try:
         if facts["device"] == "CPU":
             assert facts["mixed_precision_effective"] is False and facts["dtype_policy"] == "float32"
@@ -60,13 +60,13 @@ def test_mixed_precision_is_ignored_on_a_cpu_without_bfloat16_and_says_so(monkey
 
 
 def test_mixed_precision_computes_in_bfloat16_on_a_cpu_that_has_it(monkeypatch):
-    monkeypatch.setattr(train, "cpu_has_bfloat16", lambda: True)
-    facts = train.setup_runtime(seed=0, mixed_precision=True)
+    monkeypatch.setattr(runtime, "cpu_has_bfloat16", lambda: True)
+    facts = runtime.setup_runtime(seed=0, mixed_precision=True)
     try:
         if facts["device"] == "CPU" and facts["backend"] == "tensorflow":
             assert facts["mixed_precision_effective"] is True and facts["dtype_policy"] == "mixed_bfloat16"
             assert keras.mixed_precision.dtype_policy().name == "mixed_bfloat16"
-        assert train.setup_runtime(seed=0, mixed_precision=False)["dtype_policy"] == "float32"
+        assert runtime.setup_runtime(seed=0, mixed_precision=False)["dtype_policy"] == "float32"
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
 
@@ -75,8 +75,8 @@ def test_bfloat16_support_is_read_from_the_cpus_flags(tmp_path):
     with_bf16, without = tmp_path / "a", tmp_path / "b"
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
     without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
-    assert train.cpu_has_bfloat16(str(with_bf16)) and not train.cpu_has_bfloat16(str(without))
-    assert not train.cpu_has_bfloat16(str(tmp_path / "missing"))
+    assert runtime.cpu_has_bfloat16(str(with_bf16)) and not runtime.cpu_has_bfloat16(str(without))
+    assert not runtime.cpu_has_bfloat16(str(tmp_path / "missing"))
 
 
 def test_threads_limit_the_backend_in_a_fresh_process():
@@ -85,7 +85,7 @@ def test_threads_limit_the_backend_in_a_fresh_process():
     import subprocess
     import sys
 
-    code = ("from nnlab.training import train; train.setup_runtime(0, False, threads=1); import tensorflow as tf; "
+    code = ("from nnlab.training import runtime; runtime.setup_runtime(0, False, threads=1); import tensorflow as tf; "
             "print(tf.config.threading.get_intra_op_parallelism_threads(), "
             "tf.config.threading.get_inter_op_parallelism_threads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

@@ -32,8 +32,8 @@ def test_a_detection_job_logs_map_per_epoch_ap_per_class_boxes_and_its_model(det
     assert 0.0 <= m["test_map50"] <= 1.0 and m["test_map"] <= m["test_map50"]
     assert len(client.get_metric_history(run_id, "val_map50")) == 2  # mAP after every epoch
     paths = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
-    assert {"ap_per_class.md", "ap_per_class.json", "detections.png", "curves.png", "model/model.keras",
-            "model/MLmodel"} <= paths
+    assert {"ap_per_class.md", "ap_per_class.json", "detections.png", "curves.png", "model/model.keras"} <= paths
+    assert "retinanet/MLmodel" in {a.path for a in client.list_artifacts(run_id, "retinanet")}  # the MLflow Model
     assert run.data.tags["mlflow.note.content"].startswith("retinanet on scenes: test mAP@0.5")
 
 
@@ -78,7 +78,7 @@ def test_the_mlflow_model_predicts_boxes_through_pyfunc_once_keras_hub_is_import
 
     store, run_id = detection_run
     mlflow.set_tracking_uri(store)
-    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/retinanet")  # named after the run's model
     out = model.predict(np.zeros((2, 64, 64, 3), np.uint8))  # the signature: raw pixels, as logged
     found = out.item() if isinstance(out, np.ndarray) and out.dtype == object else out  # MLflow may wrap the dict
     assert np.asarray(found["boxes"]).shape[:2] == (2, 100) and np.asarray(found["num_detections"]).shape == (2,)

@@ -17,33 +17,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nnlab.config.data import (
-    AirlineConfig,
-    AugmentConfig,
-    BostonConfig,
-    Cifar10Config,
-    CsvTableConfig,
-    DetectionFolderConfig,
-    DigitsConfig,
-    FacesConfig,
-    IdxConfig,
-    ImageFolderConfig,
-    NoisyCurveConfig,
-    NotMnistConfig,
-    OxfordPetsConfig,
-    ScenesConfig,
-    SegmentationFolderConfig,
-)
-from nnlab.config.models import (
-    AlexNetConfig,
-    CNNConfig,
-    LSTMConfig,
-    MLPConfig,
-    ResNetConfig,
-    RetinaNetConfig,
-    TransferConfig,
-    UNetConfig,
-)
+from nnlab.config.data import (AirlineConfig, AugmentConfig, BostonConfig, Cifar10Config, CsvTableConfig,
+                               DetectionFolderConfig, DigitsConfig, FacesConfig, IdxConfig, ImageFolderConfig,
+                               NoisyCurveConfig, NotMnistConfig, OxfordPetsConfig, ScenesConfig,
+                               SegmentationFolderConfig)
+from nnlab.config.models import (AlexNetConfig, CNNConfig, LSTMConfig, MLPConfig, ResNetConfig, RetinaNetConfig,
+                                 TransferConfig, UNetConfig)
 from nnlab.config.optim import AdamConfig, AdamWConfig, NadamConfig, RMSpropConfig, SGDConfig
 from nnlab.config.train import TrainerConfig
 

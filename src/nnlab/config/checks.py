@@ -165,6 +165,12 @@ def trainable(key: str, value: Any) -> None:
                       f"or a list of layer-name prefixes; {FIX}.")
 
 
+def auto_or_bool(key: str, value: Any) -> None:
+    """auto | true | false."""
+    if value != "auto" and not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} must be auto, true or false; {FIX}.")
+
+
 # Names that only the packages above know (every registered task's losses and metrics, plugins' included): the
 # owner provides them when it is imported (nnlab.tasks does), so that config, at the bottom, never imports it.
 PROVIDED: dict[str, Callable[[], Sequence[str]]] = {}
@@ -245,7 +251,7 @@ TRAINER: dict[str, Rule] = {
     "early_stopping": nested({"patience": number(0, null=True, note="epochs without improvement")}),
     "stages": each(nested(STAGE)), "loss": provided("trainer.loss", null=True),
     "metrics": each(provided("trainer.metrics"), null=True), "threads": POSITIVE_OR_NULL,
-    "devices": POSITIVE_OR_NULL, "verbose": number(0, 2, null=True),
+    "devices": POSITIVE_OR_NULL, "verbose": number(0, 2, null=True), "precise_bn": auto_or_bool,
 }
 
 DATASET: dict[str, Rule] = {
@@ -253,7 +259,7 @@ DATASET: dict[str, Rule] = {
     "val_split": number(0, 1, high_open=True, note="0: no validation split"),
     "test_split": number(0, 1, low_open=True, high_open=True), "max_bad_fraction": number(0, 1),
     "image_size": pair(), "color_mode": one_of(COLOR_MODES), "window": POSITIVE, "difference": NON_NEGATIVE,
-    "folds": number(2, null=True),
+    "folds": number(2, null=True), "max_image_pixels": POSITIVE,
 }
 CSV_TABLE = DATASET | {"task": one_of(TABLE_TASKS)}
 AIRLINE = DATASET | {"scale": one_of(SCALES)}

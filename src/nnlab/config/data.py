@@ -35,6 +35,9 @@ class IdxConfig(DatasetConfig):
 class ImageDatasetConfig(DatasetConfig):
     max_bad_fraction: float = 0.01  # fail when more than this share of the image files cannot be read
     cache_dir: str | None = "${nnlab.cache_dir:}"  # decoded-image cache; null: decode every run
+    # An image of more pixels is refused from its header (never decoded) and counted as unreadable; the default
+    # is Pillow's Image.MAX_IMAGE_PIXELS (a 20000x20000 PNG of a few hundred KB holds 1.2 GB of RGB pixels).
+    max_image_pixels: int = 89_478_485
 
 
 @dataclass

@@ -36,6 +36,9 @@ class TrainerConfig:
     mixed_precision: bool = False  # mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 instructions
     jit_compile: bool | None = None  # None: Keras "auto" (XLA where it helps)
     devices: int | None = None  # data-parallel over this many GPUs (nnlab.training.distribute); None: one device
+    # Batch-norm moving statistics recomputed over training data for the trained weights (nnlab.training.batchnorm)
+    # at an epoch's end, before its validation: auto = while momentum ** updates > 0.001; true = every epoch; false
+    precise_bn: Any = "auto"
     threads: int | None = None  # CPU threads per job (TensorFlow, PyTorch); 1 for parallel sweep jobs
     verbose: int | None = None  # Keras progress: None = bars on a terminal, one line per epoch otherwise
     save_model: bool = True  # model.keras in the run's artifacts

@@ -256,7 +256,7 @@ def grade(script: str | Path, data_path: str | Path, lab: str | None = None, epo
     tags = {"course.lab": exercise.name, "course.script": str(script), "task": exercise.task, "dataset": str(path)}
     track.install_signal_handlers()
     with track.start_run(tracking, tags) as run:
-        from nnlab.training.train import setup_runtime
+        from nnlab.training.runtime import setup_runtime
 
         run.file(script, "script")
         run.params({"lab": exercise.name, "bar": exercise.bar_text(), "time_limit_minutes": exercise.minutes,

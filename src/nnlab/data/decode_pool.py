@@ -5,8 +5,9 @@ work for a small JPEG, so decoding threads barely beat one core. Processes have 
 into chunks; worker processes take chunks from the front of the list and this process, which would otherwise
 wait, takes them from the back. Each decodes its chunk straight into its rows of one memory-mapped `.npy` file
 (the cache entry being written, or a temporary file), so no pixels travel through pipes. The arrays are the ones
-the in-process path makes, byte for byte: every process runs `images.decode_into` on each file, and an unreadable
-file comes back as the same (file, reason) pair.
+the in-process path makes, byte for byte: every process runs `images.decode_into` on each file, under the pixel
+limit it is sent with each chunk, and an unreadable or too-large file comes back as the same (file, reason) pair.
+Whether to start workers at all is `decoding.plan`'s choice.
 
 A worker is a fresh `python -c` interpreter that imports this module alone and reads chunks from its stdin:
   - a fresh interpreter is safe beside TensorFlow's or JAX's threads (a fork of this process is not);
@@ -62,12 +63,12 @@ def pool_workers(n_files: int, processes: int | None, min_files: int) -> int:
 
 
 def decode_in_pool(files, shape: tuple[int, int, int, int], mode: str, crop: bool, workers: int,
-                   target: Path) -> Decoded | None:
-    """Decode `files` into a new .npy file `target` of `shape`, in this process and `workers` more. The images
-    are that file mapped, every row (an unreadable file's row stays zero). None, and no file, when the file
-    cannot be made (a full disk): the caller then decodes in memory."""
+                   target: Path, *, max_pixels: int) -> Decoded | None:
+    """Decode `files` into a new .npy file `target` of `shape`, in this process and `workers` more, refusing
+    files of more than `max_pixels` pixels. The images are that file mapped, every row (an unreadable file's row
+    stays zero). None, and no file, when the file cannot be made (a full disk): the caller then decodes in memory."""
     try:
-        found = decode_in_processes(files, shape, mode, crop, workers, target)
+        found = decode_in_processes(files, shape, mode, crop, workers, target, max_pixels)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -81,11 +82,11 @@ def decode_in_pool(files, shape: tuple[int, int, int, int], mode: str, crop: boo
 
 
 def decode_in_processes(files, shape: tuple[int, int, int, int], mode: str, crop: bool, workers: int,
-                        target: Path) -> list[tuple[int, str, str]] | None:
+                        target: Path, max_pixels: int) -> list[tuple[int, str, str]] | None:
     """(row, file, reason) for each unreadable file; None when `target` cannot be made."""
     try:
         images = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=shape)
-        job = (str(target), images.offset, shape, mode, crop)
+        job = (str(target), images.offset, shape, mode, crop, max_pixels)
         del images  # the header is written; each process maps the rows it decodes
         reserve(target)
     except (OSError, ValueError) as err:  # a full disk, a file system that cannot map files
@@ -111,13 +112,13 @@ def reserve(path: Path) -> None:
 
 
 def decode_chunk(start: int, files: list, target: str, offset: int, shape: tuple[int, int, int, int], mode: str,
-                 crop: bool) -> list[tuple[int, str, str]]:
+                 crop: bool, max_pixels: int) -> list[tuple[int, str, str]]:
     """Decode `files` into rows `start`… of the .npy file `target` (its data at byte `offset`); returns (row,
-    file, reason) for each file that cannot be read."""
+    file, reason) for each file that cannot be read or has more than `max_pixels` pixels."""
     rows = np.memmap(target, np.uint8, "r+", offset + start * math.prod(shape[1:]), (len(files), *shape[1:]))
     bad = []
     for i, path in enumerate(files):
-        reason = decode_into(rows, i, path, shape[1:3], mode, crop)
+        reason = decode_into(rows, i, path, shape[1:3], mode, crop, max_pixels)
         if reason is not None:
             bad.append((start + i, str(path), reason))
     del rows  # unmapped; the pages are in the OS's cache, and the file is synced once, at the end

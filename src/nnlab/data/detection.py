@@ -101,8 +101,8 @@ def box_rows(items, size: tuple[int, int], target: tuple[int, int], classes: lis
 
 
 def decode(files: list[Path], boxes: Boxes, sizes: dict, classes: list[str], image_size: tuple[int, int],
-           color_mode: str, cache_dir: str | None, problems: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
-    decoded = cached_decode(files, image_size, color_mode, False, cache_dir)
+           settings: dict, problems: list[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    decoded = cached_decode(files, image_size, **settings)
     problems += [f"{UNREADABLE}{f} ({reason})" for f, reason in decoded.bad]
     rows = [box_rows(boxes[files[i]], image_size_of(files[i], sizes.get(files[i])), image_size, classes, files[i],
                      problems) for i in decoded.good]
@@ -120,7 +120,7 @@ def padded(rows: list[np.ndarray], width: int) -> np.ndarray:
 def detection_folder(
     *, seed: int, path: str | None, limit: int | None, val_split: float, test_split: float,
     classes: list[str] | None, image_size: list[int], color_mode: str, max_bad_fraction: float,
-    cache_dir: str | None,
+    cache_dir: str | None, max_image_pixels: int,
 ) -> Data:
     """Images with COCO or VOC boxes, under `path/train` and `path/test` or directly under `path` with a seeded
     `test_split` held out."""
@@ -146,8 +146,9 @@ def detection_folder(
         files, test_files = [files[i] for i in np.sort(pool)], [files[i] for i in np.sort(test)]
     files = [files[i] for i in seeded_subset(np.zeros(len(files)), limit, seed)]
     size = (int(image_size[0]), int(image_size[1]))
-    x, rows = decode(files, boxes, sizes, names, size, color_mode, cache_dir, problems)
-    x_test, test_rows = decode(test_files, boxes, sizes, names, size, color_mode, cache_dir, problems)
+    settings = {"color_mode": color_mode, "cache_dir": cache_dir, "max_pixels": max_image_pixels}
+    x, rows = decode(files, boxes, sizes, names, size, settings, problems)
+    x_test, test_rows = decode(test_files, boxes, sizes, names, size, settings, problems)
     limit_bad_share(problems, len(files) + len(test_files), max_bad_fraction, root, "images and boxes",
                     "cannot be read or do not fit the classes")
     width = max(len(r) for r in rows + test_rows)

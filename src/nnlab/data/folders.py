@@ -82,7 +82,7 @@ def image_folder(
     *, seed: int, path: str | None, train_dir: str, test_dir: str | None,
     more_train_dirs: list[str], classes: list[str] | None, image_size: list[int],
     color_mode: str, crop_to_aspect_ratio: bool, limit: int | None, val_split: float,
-    test_split: float, max_bad_fraction: float, cache_dir: str | None,
+    test_split: float, max_bad_fraction: float, cache_dir: str | None, max_image_pixels: int,
 ) -> Data:
     """Class folders under `path/train_dir` (or `path` itself) and `path/<more_train_dirs>`; the test set is
     `path/test_dir` when that exists, else a seeded stratified `test_split` of the rest."""
@@ -93,7 +93,7 @@ def image_folder(
     extra = extra_roots(root, more_train_dirs, test_dir if test_root else None)
     names, empty = find_classes([train_root, *extra] + ([test_root] if test_root else []), classes)
     settings = {"size": tuple(image_size), "color_mode": color_mode, "crop": crop_to_aspect_ratio,
-                "cache_dir": cache_dir}
+                "cache_dir": cache_dir, "max_pixels": max_image_pixels}
     problems = [f"empty class folder: {c}" for c in empty]
     parts = [class_files(r, names) for r in (train_root, *extra)]
     files, labels = [f for part in parts for f in part[0]], np.concatenate([part[1] for part in parts])
@@ -129,7 +129,7 @@ def faces(
     *, seed: int, path: str | None, labels_file: str, images_dir: str,
     file_column: str, target_column: str, image_size: list[int],
     limit: int | None, val_split: float, test_split: float, max_bad_fraction: float,
-    cache_dir: str | None,
+    cache_dir: str | None, max_image_pixels: int,
 ) -> Data:
     """Regression from photos: `labels.csv` (file_name, real_age) plus the images in `final_files/`."""
     layout = f"<path>/{labels_file} (columns {file_column},{target_column}) and <path>/{images_dir}/<images>"
@@ -151,7 +151,8 @@ def faces(
     # The test rows are held out (by index) before `limit` and decoding, so a limit never shrinks the test set.
     (pool, _), (held, _) = holdout(np.arange(len(files)), targets, test_split=test_split, seed=seed, stratify=False)
     keep = pool[seeded_subset(targets[pool], limit, seed)]
-    settings = {"size": tuple(image_size), "color_mode": "rgb", "crop": False, "cache_dir": cache_dir}
+    settings = {"size": tuple(image_size), "color_mode": "rgb", "crop": False, "cache_dir": cache_dir,
+                "max_pixels": max_image_pixels}
     x, y = decode_split([files[i] for i in keep], targets[keep], settings, problems)
     test = decode_split([files[i] for i in held], targets[held], settings, problems)
     bad = check_bad_share(problems, len(keep) + len(held), max_bad_fraction, folder)
@@ -200,7 +201,7 @@ def read_cifar_pickles(folder: Path) -> tuple[tuple[np.ndarray, np.ndarray], tup
 @DATASETS.register("cifar10")
 def cifar10(
     *, seed: int, path: str | None, limit: int | None, val_split: float,
-    max_bad_fraction: float, cache_dir: str | None,
+    max_bad_fraction: float, cache_dir: str | None, max_image_pixels: int,
 ) -> Data:
     """`cifar-10-batches-py/` (data_batch_1..5, test_batch) under or at `path`, else `train/` and `test/`
     class folders of 32x32 images."""
@@ -212,8 +213,8 @@ def cifar10(
         if not (root / "train").is_dir():
             raise DataNotFoundError(f"No CIFAR-10 data in {root}; expected {layout}.")
         return load_dataset({"name": "image_folder", "path": str(root), "image_size": [32, 32], "limit": limit,
-                             "val_split": val_split, "max_bad_fraction": max_bad_fraction, "cache_dir": cache_dir},
-                            seed=seed)
+                             "val_split": val_split, "max_bad_fraction": max_bad_fraction, "cache_dir": cache_dir,
+                             "max_image_pixels": max_image_pixels}, seed=seed)
     (x, y), test = read_cifar_pickles(pickles)
     keep = seeded_subset(y, limit, seed)
     train, val = split_train(x[keep], y[keep], val_split=val_split, limit=None, seed=seed, stratify=True)
@@ -248,7 +249,7 @@ NOTMNIST_CLASSES = list("ABCDEFGHIJ")
 @DATASETS.register("notmnist")
 def notmnist(
     *, seed: int, path: str | None, limit: int | None, val_split: float,
-    test_split: float, max_bad_fraction: float, cache_dir: str | None,
+    test_split: float, max_bad_fraction: float, cache_dir: str | None, max_image_pixels: int,
 ) -> Data:
     """notMNIST letters A-J: the IDX copy (t10k-* alone gets a seeded stratified `test_split`), or the
     notMNIST_small/large class folders of 28x28 PNGs (which hold a few broken files, skipped)."""
@@ -272,4 +273,5 @@ def notmnist(
         raise DataNotFoundError(f"No notMNIST data in {root}; expected {layout}.")
     return load_dataset({"name": "image_folder", "path": str(folders), "test_dir": None, "image_size": [28, 28],
                          "color_mode": "grayscale", "limit": limit, "val_split": val_split, "test_split": test_split,
-                         "max_bad_fraction": max_bad_fraction, "cache_dir": cache_dir}, seed=seed)
+                         "max_bad_fraction": max_bad_fraction, "cache_dir": cache_dir,
+                         "max_image_pixels": max_image_pixels}, seed=seed)

@@ -6,6 +6,7 @@ that differs from its sidecar) is refused by `load_entry`. A large array is writ
 run trains on the decoded array in memory meanwhile, and this process waits for the write before it exits.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.data.decode_pool import decode_in_pool, reserve
-from nnlab.data.images import Decoded, decode_files, decode_in_threads, opencv_threads, pixel_format, pool_workers
-from nnlab.files import fsync_dir
+from nnlab.data.decoding import OPENCV, PROCESSES, THREADS, Plan, decode_files, decode_in_threads, decode_planned, plan
+from nnlab.data.images import MAX_PIXELS, Decoded
+from nnlab.files import free_bytes, fsync_dir, is_disk_full, megabytes
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +32,13 @@ WRITE_BEHIND_BYTES = 32 << 20
 PENDING: dict[Path, threading.Thread] = {}  # entries this process is writing behind
 
 
-def cache_key(files: Sequence[Path], size: tuple[int, int], color_mode: str, crop: bool) -> str:
-    """Changes when any file is added, removed, replaced or touched, or when the decoding settings change."""
-    h = hashlib.sha256(f"{CACHE_VERSION}|{size}|{color_mode}|{crop}".encode())
+def cache_key(files: Sequence[Path], size: tuple[int, int], color_mode: str, crop: bool,
+              max_pixels: int = MAX_PIXELS) -> str:
+    """Changes when any file is added, removed, replaced or touched, or when the decoding settings change (a
+    pixel limit other than the default too, as it decides which files are decoded; keys made before the limit
+    existed stay valid)."""
+    limit = f"|{max_pixels}" if max_pixels != MAX_PIXELS else ""
+    h = hashlib.sha256(f"{CACHE_VERSION}|{size}|{color_mode}|{crop}{limit}".encode())
     for f in files:
         st = f.stat()
         h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -41,34 +47,33 @@ def cache_key(files: Sequence[Path], size: tuple[int, int], color_mode: str, cro
 
 def cached_decode(files: Sequence[Path], size: tuple[int, int], color_mode: str = "rgb", crop: bool = False,
                   cache_dir: str | None = None, *, processes: int | None = None,
-                  pool_min_files: int | None = None) -> Decoded:
-    """`images.decode_files`, memoised in `cache_dir` (None: no cache). Worker processes write the entry's array
-    directly, so its images are then the entry mapped, as on a later run; OpenCV's threads decode into memory
-    and write each chunk's rows to the entry as they finish it (`decode_streaming`)."""
-    pool = {"processes": processes, "pool_min_files": pool_min_files}
+                  pool_min_files: int | None = None, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """`decoding.decode_files`, memoised in `cache_dir` (None: no cache), following the same `decoding.plan`.
+    Worker processes write the entry's array directly, so its images are then the entry mapped, as on a later
+    run; OpenCV's threads decode into memory and write each chunk's rows to the entry as they finish it
+    (`decode_streaming`)."""
     if not cache_dir:
-        return decode_files(files, size, color_mode, crop, **pool)
+        return decode_files(files, size, color_mode, crop, processes=processes, pool_min_files=pool_min_files,
+                            max_pixels=max_pixels)
+    how = plan(files, size, color_mode, processes=processes, pool_min_files=pool_min_files)
     folder = Path(cache_dir).expanduser()
-    key = cache_key(files, size, color_mode, crop)
+    key = cache_key(files, size, color_mode, crop, max_pixels)
     array_path, meta_path = folder / f"{key}.npy", folder / f"{key}.json"
-    mode, channels = pixel_format(color_mode)
-    if (found := cached_entry(array_path, meta_path, (*size, channels))) is not None:
+    if (found := cached_entry(array_path, meta_path, how.shape[1:])) is not None:
         return found
-    shape = (len(files), *size, channels)
-    if threads := opencv_threads(files, size, mode, processes):
-        return decode_streaming(files, shape, mode, crop, threads, array_path, meta_path)
-    workers = pool_workers(len(files), processes, pool_min_files)
-    target = temporary_file(folder) if workers else None  # None: an unwritable folder (decode_files copes)
-    decoded = decode_in_pool(files, shape, mode, crop, workers, target) if target else None
+    if how.how == OPENCV:
+        return decode_streaming(files, how, crop, max_pixels, array_path, meta_path)
+    target = temporary_file(folder) if how.how == PROCESSES else None  # None: an unwritable folder too
+    decoded = decode_in_pool(files, how.shape, how.mode, crop, how.workers, target,
+                             max_pixels=max_pixels) if target else None
     if decoded is not None and not decoded.bad:  # the array is all there: move it into place
         return commit_entry(target, decoded, len(files), array_path, meta_path)
     if decoded is not None:  # saved below without the rows of the unreadable files
         decoded = Decoded(np.array(decoded.images[decoded.good]), decoded.good, decoded.bad)
         target.unlink(missing_ok=True)
-    elif target is not None:  # the file could not be made (and the log says why): decode in memory
-        decoded = decode_in_threads(files, shape, mode, crop, None)
-    else:
-        decoded = decode_files(files, size, color_mode, crop, **pool)
+    else:  # no workers, or no file for them here (decoded in a temporary folder), or it could not be made
+        decoded = decode_planned(files, how if target is None else dataclasses.replace(how, how=THREADS), crop,
+                                 max_pixels)
     save_entry(decoded, len(files), array_path, meta_path)
     return decoded
 
@@ -89,15 +94,16 @@ def cached_entry(array_path: Path, meta_path: Path, image_shape: tuple[int, int,
     return None
 
 
-def decode_streaming(files: Sequence[Path], shape: tuple[int, ...], mode: str, crop: bool, threads: int,
-                     array_path: Path, meta_path: Path) -> Decoded:
-    """Decode in `threads` threads into memory, each writing the rows of a chunk it has decoded to the new
+def decode_streaming(files: Sequence[Path], how: Plan, crop: bool, max_pixels: int, array_path: Path,
+                     meta_path: Path) -> Decoded:
+    """Decode in `how.threads` threads into memory, each writing the rows of a chunk it has decoded to the new
     entry's file (os.pwrite, without the GIL), so that the write overlaps the decoding; then flush and rename it,
     behind if it is large. (Writing a new file's pages through a mapping, as the workers do, faults on every
     page, which costs more than OpenCV's decoding of them.) With an unreadable file the entry is saved again
     without its row."""
-    rows = EntryFile.create(array_path.parent, shape)
-    decoded = decode_in_threads(files, shape, mode, crop, threads, rows.write if rows else None)
+    rows = EntryFile.create(array_path.parent, how.shape)
+    decoded = decode_in_threads(files, how.shape, how.mode, crop, how.threads, rows.write if rows else None,
+                                max_pixels=max_pixels)
     if rows is not None and not decoded.bad:
         finish(decoded.images.nbytes, array_path, rows.commit, decoded, len(files), array_path, meta_path)
         return decoded
@@ -252,7 +258,12 @@ def move_into_place(fd: int, source: Path, array_path: Path) -> None:
 
 
 def cannot_cache(folder: Path, err: OSError) -> None:
-    """A cache write that failed costs speed next time, not this run."""
+    """A cache write that failed costs speed next time, not this run (a full disk too: the run has the pixels in
+    memory and trains on; its checkpoints, if on the same disk, then fail in one sentence)."""
+    if is_disk_full(err):
+        log.warning("could not cache decoded images in %s: no space left (%s free); training goes on uncached; free "
+                    "some space or set dataset.cache_dir to a larger disk", folder, megabytes(free_bytes(folder)))
+        return
     log.warning("could not cache decoded images in %s (%s); set dataset.cache_dir to a writable folder", folder, err)
 
 

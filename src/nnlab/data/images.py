@@ -1,18 +1,14 @@
-"""Decode image files into one uint8 array (the cache of decoded arrays is `image_cache`).
+"""One image file → pixels (OpenCV where it gives Pillow's pixels, else Pillow), under a limit on its size.
 
-Decoding is the slow part of every image lab (JPEG → pixels → resize), and it gives the same answer every
-epoch and every run, so `image_cache` keeps its result on disk for later runs. Files that OpenCV decodes to
-Pillow's pixels (`opencv_decode`: small JPEGs and PNGs, most lab datasets) are decoded in one thread a core, as
-OpenCV releases the GIL. Others go to Pillow, which holds it: a list of `POOL_MIN_FILES` files or more is decoded
-by this process and a worker process for each further core (`decode_pool`), a shorter one in threads of this
-process, where starting workers would cost more than they save. Unreadable files are skipped and reported,
-never silently dropped: the caller decides whether too many were bad.
+How many files are decoded at once, in threads or worker processes, is `decoding`'s choice; `image_cache` keeps
+its result on disk. Every path decodes a file here (`decode_into`), so each gives the same pixels, the same
+reasons for a bad file, and the same pixel limit: a file of more than `max_pixels` pixels (default Pillow's
+`Image.MAX_IMAGE_PIXELS`, 89,478,485; `dataset.max_image_pixels` raises it) is refused from its header, before
+any decoder allocates, as a bad file like an unreadable one. Pillow only warns above its limit and refuses above
+twice it, and OpenCV's own limit is 2**30 pixels: a 20000x20000 PNG of a few hundred KB holds 1.2 GB of RGB.
 """
 import logging
-import os
-import tempfile
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,10 +23,11 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 COLOR_MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1)}
 MASK = "mask"  # class-index PNGs: nearest-neighbour resize, never colour-converted (its own cache key)
-# Below this many files, decode in this process alone: a worker takes about 0.2 s to start, in which this process
-# decodes 1,000-2,000 small JPEGs by itself (break-even measured on 2 cores: benchmarks/README.md, "Image pipeline").
-POOL_MIN_FILES = 1000
+# Pillow's default Image.MAX_IMAGE_PIXELS (about a quarter of a gigabyte of RGB pixels); the config's default,
+# dataset.max_image_pixels (nnlab.config.data.ImageDatasetConfig), is the same number.
+MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 IMAGE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError)  # a bad file, not a bug
+PILLOW_LIMIT = threading.Lock()  # raising Image.MAX_IMAGE_PIXELS: one thread at a time
 
 
 @dataclass
@@ -40,19 +37,74 @@ class Decoded:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
 
 
+class ImageTooLarge(Image.DecompressionBombError):
+    """A file of more pixels than the limit, refused from its header: a kind of Pillow's own refusal, so every
+    caller that skips or reports a bad file does so for this one too."""
+
+    def __init__(self, width: int, height: int, limit: int):
+        super().__init__(f"{width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+                         "(dataset.max_image_pixels); not decoded")
+        self.width, self.height, self.limit = width, height, limit
+
+    def __reduce__(self):
+        return type(self), (self.width, self.height, self.limit)
+
+
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
 
 
-def decode_one(path: Path, size: tuple[int, int], mode: str, crop: bool) -> np.ndarray:
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Refuse (ImageTooLarge) a picture of more than `max_pixels` pixels; as many is allowed."""
+    if width * height > max_pixels:
+        raise ImageTooLarge(width, height, max_pixels)
+
+
+def checked_header(path: Path, max_pixels: int) -> opencv_decode.Header | None:
+    """A PNG's or JPEG's header (None for other files), refused when it is too large: before Pillow opens the
+    file, which would warn about it first, and before OpenCV decodes it, which would not refuse it."""
+    if (header := opencv_decode.read_header(path)) is not None:
+        check_pixels(header.width, header.height, max_pixels)
+    return header
+
+
+def open_image(path: Path, max_pixels: int) -> Image.Image:
+    """`Image.open` (which reads the header alone), refusing a file of more than `max_pixels` pixels before it is
+    decoded. Pillow refuses above twice its own limit, so a `max_pixels` above that limit raises it to
+    `max_pixels`, in this process: the setting decides, as Pillow's documentation suggests."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        with PILLOW_LIMIT:
+            if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+                log.debug("raising Pillow's Image.MAX_IMAGE_PIXELS to %d", max_pixels)
+                Image.MAX_IMAGE_PIXELS = max_pixels
+    im = Image.open(path)
+    try:
+        check_pixels(*im.size, max_pixels)
+    except ImageTooLarge:
+        im.close()
+        raise
+    return im
+
+
+def image_size(path: Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) as stored, from the file's header; ImageTooLarge above `max_pixels` pixels."""
+    if (header := checked_header(path, max_pixels)) is not None:
+        return header.width, header.height
+    with open_image(path, max_pixels) as im:
+        return im.size
+
+
+def decode_one(path: Path, size: tuple[int, int], mode: str, crop: bool, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One file → (height, width, channels) uint8; grayscale, palette and RGBA files are converted to `mode`.
-    A photo stored sideways (a phone's EXIF orientation) is turned upright first, as a viewer shows it."""
+    A photo stored sideways (a phone's EXIF orientation) is turned upright first, as a viewer shows it. A file
+    of more than `max_pixels` pixels raises ImageTooLarge before anything is decoded."""
     height, width = size
-    if (array := opencv_decode.decode(path, size, mode)) is not None:  # the same pixels, without the GIL
-        if array.shape[:2] == size:
+    header = checked_header(path, max_pixels)
+    if header is not None and (array := opencv_decode.decode(path, size, mode, header)) is not None:
+        if array.shape[:2] == size:  # the same pixels as Pillow's, without the GIL
             return array
         return fit_image(Image.fromarray(array[..., 0] if mode == "L" else array), size, mode, crop)
-    with Image.open(path) as im:
+    with open_image(path, max_pixels) as im:
         turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # stored sideways: draft for the swapped size
         im.draft(mode, (height, width) if turned else (width, height))  # JPEG: libjpeg decodes at a reduced scale
         ImageOps.exif_transpose(im, in_place=True)  # the same pixels as a transposed copy, without the copy
@@ -75,11 +127,12 @@ def fit_image(im: Image.Image, size: tuple[int, int], mode: str, crop: bool) -> 
     return array[..., None] if array.ndim == 2 else array
 
 
-def decode_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
+def decode_mask(path: Path, size: tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One mask → (height, width, 1) uint8 of class indices. Palette (P) files keep their indices, not their
     colours; bilinear would invent in-between classes at every edge, so the resize is nearest-neighbour."""
     height, width = size
-    with Image.open(path) as im:
+    checked_header(path, max_pixels)
+    with open_image(path, max_pixels) as im:
         if im.mode == "1":
             im = im.convert("L")  # 0/255, which the loaders map to 0/1
         if im.size != (width, height):
@@ -94,11 +147,14 @@ def decode_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     return array.astype(np.uint8)[..., None]
 
 
-def decode_into(images: np.ndarray, i: int, path: Path, size: tuple[int, int], mode: str, crop: bool) -> str | None:
-    """Decode `path` into `images[i]`; None, or why the file cannot be read. The one per-file step of both the
-    threads here and the worker processes (`decode_pool`), so both give the same pixels and the same reasons."""
+def decode_into(images: np.ndarray, i: int, path: Path, size: tuple[int, int], mode: str, crop: bool,
+                max_pixels: int = MAX_PIXELS) -> str | None:
+    """Decode `path` into `images[i]`; None, or why the file cannot be read (too large included). The one
+    per-file step of the threads (`decoding`) and the worker processes (`decode_pool`), so all give the same
+    pixels and the same reasons."""
     try:
-        images[i] = decode_mask(path, size) if mode == MASK else decode_one(path, size, mode, crop)
+        images[i] = (decode_mask(path, size, max_pixels) if mode == MASK
+                     else decode_one(path, size, mode, crop, max_pixels))
     except IMAGE_ERRORS as err:
         return f"{type(err).__name__}: {err}"
     return None
@@ -109,67 +165,3 @@ def pixel_format(color_mode: str) -> tuple[str, int]:
     if color_mode not in COLOR_MODES and color_mode != MASK:
         raise NnlabError(f"color_mode '{color_mode}' is not one of {sorted(COLOR_MODES)}; fix dataset.color_mode.")
     return COLOR_MODES.get(color_mode, (MASK, 1))
-
-
-def decode_files(files: Sequence[Path], size: tuple[int, int], color_mode: str = "rgb", crop: bool = False,
-                 workers: int | None = None, *, processes: int | None = None,
-                 pool_min_files: int | None = None) -> Decoded:
-    """Every file → one uint8 array: in `processes` processes (default: one a usable core) for `pool_min_files`
-    files or more (default POOL_MIN_FILES), else in `workers` threads of this one (processes=1: always)."""
-    from nnlab.data.decode_pool import decode_in_pool  # imported here: it imports this module
-
-    mode, channels = pixel_format(color_mode)
-    shape = (len(files), size[0], size[1], channels)
-    if threads := opencv_threads(files, size, mode, processes):
-        return decode_in_threads(files, shape, mode, crop, threads)
-    if n_workers := pool_workers(len(files), processes, pool_min_files):
-        with tempfile.TemporaryDirectory(prefix="nnlab-decode-", ignore_cleanup_errors=True) as tmp:
-            decoded = decode_in_pool(files, shape, mode, crop, n_workers, Path(tmp) / "images.npy")
-            if decoded is not None:  # into memory, before the temporary file goes
-                return Decoded(np.array(decoded.images[decoded.good] if decoded.bad else decoded.images),
-                               decoded.good, decoded.bad)
-    return decode_in_threads(files, shape, mode, crop, workers)
-
-
-def opencv_threads(files: Sequence[Path], size: tuple[int, int], mode: str, processes: int | None) -> int:
-    """Threads to decode in, where OpenCV takes these files (judged by the first: a folder holds one kind), as
-    it decodes without the GIL: `processes`, else one a usable core. 0: Pillow decodes them."""
-    from nnlab.data import decode_pool
-
-    if not files or not opencv_decode.takes(files[0], size, mode):
-        return 0
-    return processes or decode_pool.usable_cores()
-
-
-def pool_workers(n_files: int, processes: int | None, pool_min_files: int | None) -> int:
-    """Worker processes to start beside this one (0: decode here alone); see `decode_pool.pool_workers`."""
-    from nnlab.data import decode_pool
-
-    return decode_pool.pool_workers(n_files, processes, POOL_MIN_FILES if pool_min_files is None else pool_min_files)
-
-
-def decode_in_threads(files: Sequence[Path], shape: tuple[int, ...], mode: str, crop: bool,
-                      workers: int | None, on_chunk=None) -> Decoded:
-    """Decode in `workers` threads into memory, a chunk of files at a time; `on_chunk(start, rows)` gets each
-    chunk's rows when it is done (rows of unreadable files: undefined)."""
-    images = np.empty(shape, np.uint8)
-    ok = np.zeros(len(files), bool)
-    bad: list[tuple[str, str]] = []
-
-    def work(start: int) -> None:
-        for i in range(start, min(start + chunk, len(files))):
-            reason = decode_into(images, i, files[i], shape[1:3], mode, crop)
-            if reason is None:
-                ok[i] = True
-            else:
-                bad.append((str(files[i]), reason))
-        if on_chunk is not None:
-            on_chunk(start, images[start:start + chunk])
-
-    # Pillow holds the GIL for part of each decode, so threads beyond the core count only add contention.
-    workers = workers or min(8, os.cpu_count() or 1)
-    chunk = min(64, -(-len(files) // (4 * workers)) or 1)  # a task a file would cost as much as OpenCV's decode
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(work, range(0, len(files), chunk)))
-    good = np.flatnonzero(ok)
-    return Decoded(images[good] if len(bad) else images, good, sorted(bad))

@@ -53,8 +53,9 @@ def split_pairs(pairs: Pairs, test_pairs: Pairs | None, test_split: float, limit
 def decode_pairs(pairs: Pairs, settings: dict, problems: list[str]) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """x (n, H, W, C) and raw masks (n, H, W) of the pairs whose two files both decode, and those masks' files."""
     files = [p[0] for p in pairs], [p[1] for p in pairs]
-    images = cached_decode(files[0], settings["size"], settings["color_mode"], False, settings["cache_dir"])
-    masks = cached_decode(files[1], settings["size"], MASK, False, settings["cache_dir"])
+    common = {"cache_dir": settings["cache_dir"], "max_pixels": settings["max_pixels"]}
+    images = cached_decode(files[0], settings["size"], settings["color_mode"], False, **common)
+    masks = cached_decode(files[1], settings["size"], MASK, False, **common)
     problems += [f"{UNREADABLE}{f} ({reason})" for f, reason in images.bad]
     problems += [f"{UNREADABLE_MASK}{f} ({reason})" for f, reason in masks.bad]
     both = np.intersect1d(images.good, masks.good)
@@ -139,7 +140,7 @@ def check_color_mode(color_mode: str) -> None:
 def segmentation_folder(
     *, seed: int, path: str | None, limit: int | None, val_split: float, test_split: float,
     classes: list[str] | None, image_size: list[int], color_mode: str, max_bad_fraction: float,
-    cache_dir: str | None,
+    cache_dir: str | None, max_image_pixels: int,
 ) -> Data:
     """`path/images` + `path/masks` (PNG class indices, or 0/255), under `path/train` and `path/test` or
     directly under `path` with a seeded `test_split` held out."""
@@ -153,7 +154,8 @@ def segmentation_folder(
     problems: list[str] = []
     train = pair_files(train_root / "images", train_root / "masks", problems)
     test = pair_files(test_root / "images", test_root / "masks", problems) if test_root else None
-    settings = {"size": tuple(image_size), "color_mode": color_mode, "cache_dir": cache_dir}
+    settings = {"size": tuple(image_size), "color_mode": color_mode, "cache_dir": cache_dir,
+                "max_pixels": max_image_pixels}
     return load_pairs(train, test, problems, seed=seed, where=root, settings=settings, limit=limit,
                       val_split=val_split, test_split=test_split, max_bad_fraction=max_bad_fraction,
                       classes=folder_classes(classes))
@@ -162,7 +164,7 @@ def segmentation_folder(
 @DATASETS.register("oxford_pets")
 def oxford_pets(
     *, seed: int, path: str | None, limit: int | None, val_split: float, test_split: float,
-    image_size: list[int], max_bad_fraction: float, cache_dir: str | None,
+    image_size: list[int], max_bad_fraction: float, cache_dir: str | None, max_image_pixels: int,
 ) -> Data:
     """The Oxford-IIIT Pet photos and trimaps (1 pet, 2 background, 3 border -> classes 0, 1, 2), as in the
     keras-io U-Net example; a seeded `test_split` is held out."""
@@ -173,7 +175,8 @@ def oxford_pets(
                                 f"is missing); expected {PETS_LAYOUT}.")
     problems: list[str] = []
     pairs = pair_files(images, trimaps, problems)
-    settings = {"size": tuple(image_size), "color_mode": "rgb", "cache_dir": cache_dir}
+    settings = {"size": tuple(image_size), "color_mode": "rgb", "cache_dir": cache_dir,
+                "max_pixels": max_image_pixels}
     return load_pairs(pairs, None, problems, seed=seed, where=root, settings=settings, limit=limit,
                       val_split=val_split, test_split=test_split, max_bad_fraction=max_bad_fraction,
                       classes=pet_classes)

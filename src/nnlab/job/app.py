@@ -11,6 +11,7 @@ from nnlab.config import Config, TrackingConfig
 from nnlab.errors import ConfigError
 from nnlab.imports import import_plugins
 from nnlab.job.body import name_of, train_and_log
+from nnlab.tracking.logged_model import model_name
 
 
 def run_tags(cfg: Config, commit: str | None) -> dict[str, Any]:
@@ -36,6 +37,15 @@ def join_sweep(context, tracking: TrackingConfig, tags: dict[str, Any]) -> tuple
         tags["nnlab.requested_experiment"] = tracking.experiment
     name = tracking.run_name or context.job_name(hydra_overrides()) or None
     return replace(tracking, uri=context.uri, experiment=context.experiment, run_name=name), tags
+
+
+def default_run_name(cfg: Config) -> str:
+    """A run's name where tracking.run_name is unset and no sweep names it: the experiment (or sweep) preset chosen
+    on the command line (`+experiment=fashion_cnn_adam`), else the model and the dataset (`cnn_fashion_mnist`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return choices.get("experiment") or choices.get("sweep") or f"{name_of(cfg.model)}_{name_of(cfg.dataset)}"
 
 
 def hydra_overrides() -> list[str]:
@@ -77,12 +87,16 @@ def run(cfg: DictConfig) -> float | None:
         typed.trainer.threads = sweep.parallel_threads(context.parallel if context else None)
     if context is not None:
         tracking, tags = join_sweep(context, tracking, tags)
+    if not tracking.run_name:  # not MLflow's random "thundering-ox-14"
+        tracking = replace(tracking, run_name=default_run_name(typed))
     with track.start_run(tracking, tags) as run:
         run.params(track.flatten(OmegaConf.to_container(cfg, resolve=True) | {"trainer": asdict(typed.trainer)}))
         task, metrics, stopped_by = train_and_log(typed, yaml_text, run)
         run_id = run.run_id
     headline = {k: round(v, 4) for k, v in metrics.items() if k in ("test_loss", task.headline)}
     uri = track.resolve_uri(tracking.uri)
+    model = f"\n  model: runs:/{run_id}/{model_name(name_of(typed.model))}" if typed.trainer.save_model else ""
     print(f"\nnnlab: run {run_id} FINISHED in experiment '{tracking.experiment}' "
-          f"({stopped_by}): {headline}\n  store: {uri}\n  browse: make ui  (or: mlflow ui --backend-store-uri {uri})")
+          f"({stopped_by}): {headline}\n  store: {uri}{model}\n  browse: make ui  (or: mlflow ui --backend-store-uri "
+          f"{uri})")
     return task.objective_value(metrics)

@@ -38,13 +38,17 @@ def job_body(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None, ex
 
     from nnlab import plots
     from nnlab.data import load_dataset
-    from nnlab.training import distribute, train
+    from nnlab.training import batchnorm, distribute, runtime, train
 
     trainer = cfg.trainer
     folder = resume["folder"] if resume else checkpoint_folder(trainer, run.run_id)
+    if folder and not resume:  # this process's until the run's end is recorded (`nnlab resume` holds its own)
+        from nnlab.training.checkpoints import claim
+
+        run.hold(claim(folder, run.run_id))
     run.tags({CHECKPOINT_TAG: folder})
     run.text(yaml_text, "config.yaml")
-    run.tags(train.setup_runtime(cfg.seed, trainer.mixed_precision, trainer.threads))
+    run.tags(runtime.setup_runtime(cfg.seed, trainer.mixed_precision, trainer.threads))
     parallel = exits.enter_context(distribute.data_parallel(trainer.devices, trainer.batch_size))
     run.tags({"replicas": parallel.replicas})  # the replicas in sync (1: one device)
     data = load_dataset(cfg.dataset, seed=cfg.seed)
@@ -64,17 +68,21 @@ def job_body(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None, ex
     if result.best_epoch:
         metrics["best_epoch"] = result.best_epoch
         metrics |= {f"best_{k}": v[result.best_epoch - 1] for k, v in result.history.items()}
-    run.tags({"stopped_by": result.stopped_by, "stage_starts": ",".join(map(str, result.stage_starts)) or None})
+    run.tags({"stopped_by": result.stopped_by, "stage_starts": ",".join(map(str, result.stage_starts)) or None,
+              "precise_bn": batchnorm.tag(trainer.precise_bn, result.bn_recomputes,
+                                          min(batchnorm.IMAGES, len(data.train[0])), model)})
     title = f"{name_of(cfg.model)} on {name_of(cfg.dataset)}"
     fig = plots.learning_curves(result.history, result.best_epoch, title, result.stage_starts)
     run.figure(fig, "curves.png")
     plots.close(fig)
     metrics |= task.log_results(run, data, predictions, title)
     run.metrics(metrics)
-    run.note(f"{title}: {task.describe(metrics)}, {how_it_stopped(result, trainer)}")
+    run.note(f"{title}: {task.describe(metrics)}, {how_it_stopped(result, trainer)}"
+             + (f". Warning: {result.warning}" if result.warning else ""))
     if trainer.save_model:
         run.model(model, ("keras", "h5") if trainer.save_h5 else ("keras",), trainer.export_dir,
-                  example=np.array(data.test[0][:EXAMPLE_ROWS]), serving=task.serving_model(model))
+                  example=np.array(data.test[0][:EXAMPLE_ROWS]), serving=task.serving_model(model),
+                  name=name_of(cfg.model))  # the UI's Models column: `cnn`, not `model`; runs:/<id>/cnn
     if trainer.plot_model:
         run_facts.log_architecture(run, model)
     if trainer.netron:

@@ -5,7 +5,8 @@ once, up front (through `track.open_store`, under the same file lock every job t
 SQLite store at the same time race on its tables), opens the parent run, and writes `nnlab_sweep.json` into the
 sweep folder. Every job, whatever launcher runs it (in-process, joblib workers, SLURM nodes sharing the
 folder), reads that file and becomes a child run tagged with the sweep id. When the sweep ends the parent gets
-its status, the comparison table and the figures.
+its status, the comparison table and the figures, and the best job (its headline metric, run id and swept values,
+and a description: nnlab.reports.best).
 
 A launching process that is killed outright cannot close its parent run: `nnlab runs --stale --kill` does
 (the parent records its host and pid like every run), once none of its jobs still runs.
@@ -183,8 +184,7 @@ class MlflowSweepCallback(Callback):
         if self.closed():
             return
         done = [r for r in children if r.info.status == "FINISHED"]
-        if self.report and done:
-            self.log_report()
+        best = self.log_report() if self.report and done else None
         why = None
         if stopped:
             why = f"the sweep stopped early: {len(done)} of {len(children)} started jobs finished"
@@ -195,16 +195,19 @@ class MlflowSweepCallback(Callback):
         status = "FAILED" if why else "FINISHED"
         self.close(status, why)
         print(f"nnlab: sweep {self.context.sweep_id} {status}{f' ({why})' if why else ''}; "
-              f"table: nnlab report --parent {self.context.parent_run_id}")
+              f"{f'{best.sentence()}; ' if best else ''}table: nnlab report --parent {self.context.parent_run_id}")
 
-    def log_report(self) -> None:
+    def log_report(self):
+        """The report under the parent's `report/`, and the best job on the parent; returns that job (a
+        nnlab.reports.best.Best) or None."""
         from nnlab.reports import report
 
         try:
-            report.build(self.client, parent=self.context.parent_run_id, log_to_parent=True)
+            return report.build(self.client, parent=self.context.parent_run_id, log_to_parent=True).best
         except Exception as err:  # noqa: BLE001  (a failed summary must not cost the sweep its status)
             log.warning("sweep report failed: %s", err)
             self.client.set_tag(self.context.parent_run_id, "report_error", f"{type(err).__name__}: {err}"[:5000])
+            return None
 
     def closed(self) -> bool:
         return self.client.get_run(self.context.parent_run_id).info.status != "RUNNING"

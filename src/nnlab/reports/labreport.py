@@ -4,7 +4,8 @@ The lab (nnlab/labs.yaml, via nnlab.reports.labindex) says which runs are its ow
 a preset), which numbers to show and which figures. The table is report.py's (train/val at the best epoch, the
 `gap_*` and `last_gap_*` overfitting columns, test metrics), written by report.py's writers, plus `test_gap_*`
 (the tested model's training score minus its test score) and `bar` (PASS or FAIL per run against the lab's bar).
-The runs' figures are downloaded next to the report and embedded; other artifacts are linked (runs:/ID/PATH)."""
+The runs' figures are downloaded next to the report and embedded; other artifacts are linked (runs:/ID/PATH).
+The default folder, reports/lab_NAME, is relative to the working directory."""
 
 import html
 import math
@@ -17,7 +18,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from nnlab.errors import NnlabError
-from nnlab.reports import report
+from nnlab.reports import render, report
 from nnlab.reports.labindex import Bar, Lab, get_lab
 from nnlab.tasks import higher_is_better
 from nnlab.tracking.track import ROLE_TAG, SWEEP_TAG
@@ -108,8 +109,10 @@ def bar_sentence(bar: Bar, table: pd.DataFrame, ordered: list[Run]) -> str:
 
 
 def run_figures(client: MlflowClient, lab: Lab, runs: list[Run], out: Path) -> list[tuple]:
-    """Blocks for each chosen run's figures: images downloaded under out/figures/<run>/, other files linked."""
+    """Blocks for each chosen run's figures: images downloaded under out/figures/<run>/, other files linked
+    (images by their path relative to `out`: MLflow returns absolute paths, `out` may be relative)."""
     blocks: list[tuple] = []
+    root = out.resolve()
     for run in runs if lab.figure_runs == "all" else runs[:1]:
         rid, label = run.info.run_id, run.info.run_name or run.info.run_id
         blocks.append(("h3", f"Run '{label}' ({rid})"))
@@ -122,7 +125,7 @@ def run_figures(client: MlflowClient, lab: Lab, runs: list[Run], out: Path) -> l
             elif path.lower().endswith(IMAGES):
                 folder.mkdir(parents=True, exist_ok=True)
                 local = Path(client.download_artifacts(rid, path, str(folder)))
-                blocks.append(("img", local.relative_to(out).as_posix(), path))
+                blocks.append(("img", local.resolve().relative_to(root).as_posix(), path))
             else:
                 blocks.append(("p", f"{path}: runs:/{rid}/{path}"))
         if missing:
@@ -136,7 +139,7 @@ def render_md(blocks: list[tuple]) -> str:
         if tag == "img":
             parts.append(f"![{rest[1]}]({rest[0]})")
         elif tag == "table":
-            parts.append(rest[0].strip())
+            parts.append(f"{rest[0]}\n\n{render.markdown(rest[1])}")
         elif tag == "li":
             parts.append("\n".join(f"- {item}" for item in rest[0]))
         else:
@@ -145,7 +148,13 @@ def render_md(blocks: list[tuple]) -> str:
 
 
 def bold(text: str) -> str:
-    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    """Markdown's **bold** in HTML; a verdict (PASS, FAIL) also in its colour."""
+    def tag(match: re.Match) -> str:
+        word = match.group(1)
+        colour = render.verdict_class(word)
+        return f'<b class="{colour}">{word}</b>' if colour else f"<b>{word}</b>"
+
+    return re.sub(r"\*\*(.+?)\*\*", tag, text)
 
 
 def render_html(blocks: list[tuple]) -> str:
@@ -155,15 +164,12 @@ def render_html(blocks: list[tuple]) -> str:
             parts.append(f'<figure><img src="{esc(rest[0])}" alt="{esc(rest[1])}">'
                          f"<figcaption>{esc(rest[1])}</figcaption></figure>")
         elif tag == "table":
-            parts.append(f"<p>{esc(rest[0].strip().splitlines()[0])}</p>\n{rest[1]}")
+            parts.append(render.html_table(rest[1], rest[0]))
         elif tag == "li":
             parts.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in rest[0]) + "</ul>")
         else:
             parts.append(f"<{tag}>{bold(esc(rest[0]))}</{tag}>")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{esc(blocks[0][1])}</title>"
-            "<style>body{font-family:sans-serif;max-width:1100px;margin:auto} table{border-collapse:collapse}"
-            " td,th{padding:2px 8px;border-bottom:1px solid #ccc} img{max-width:100%}</style></head>\n<body>\n"
-            + "\n".join(parts) + "\n</body></html>\n")
+    return render.html_page(blocks[0][1], "\n".join(parts))
 
 
 def build(client: MlflowClient, name: str, out: str | Path | None = None) -> tuple[pd.DataFrame, list[Path]]:
@@ -179,7 +185,7 @@ def build(client: MlflowClient, name: str, out: str | Path | None = None) -> tup
     caption = (f"Lab {lab.name}: {len(runs)} run{'s' if len(runs) > 1 else ''}; train/val at the best epoch by the "
                "validation monitor; gap_* validation worse than training there, last_gap_* at the last epoch, "
                "test_gap_* training minus test for the tested model.")
-    tables = report.write_tables(table, folder, ["md", "csv", "html"], caption)
+    report.write_tables(table, folder, ["md", "csv", "html"], caption, f"Lab {lab.name}: runs")
     comparison = report.write_figures(client, ordered, full, swept, metric, folder) if len(runs) > 1 else []
     blocks: list[tuple] = [
         ("h1", f"Lab {lab.name}: {lab.title}"), ("p", f"{lab.source}: {lab.asks}"),
@@ -189,7 +195,7 @@ def build(client: MlflowClient, name: str, out: str | Path | None = None) -> tup
         ("h2", "The bar"),
         ("p", bar_sentence(lab.bar, table, ordered) if lab.bar else "No bar stated: the lab asks for the "
                                                                     "comparison in the table and figures."),
-        ("h2", "Runs"), ("table", tables[0].read_text(), tables[2].read_text()), ("h2", "Figures"),
+        ("h2", "Runs"), ("table", caption, table), ("h2", "Figures"),
         *[("img", p.name, p.name) for p in comparison], *run_figures(client, lab, ordered, folder)]
     paths = []
     for kind in ("md", "html"):
@@ -205,5 +211,5 @@ def main(name: str, uri: str | None, out: str | None) -> None:
     get_lab(name)  # an unknown name fails before the store is opened
     client = store.client(uri)
     table, paths = build(client, name, out)
-    print(table.to_markdown(index=False, floatfmt=".4g"))
+    print(render.markdown(table, marks=False))
     print(f"\nnnlab: report of lab '{name}' ({len(table)} runs) written to {', '.join(str(p) for p in paths)}")

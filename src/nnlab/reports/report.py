@@ -4,15 +4,16 @@ Columns are the parameters that differ between the runs (what was swept), then t
 best epoch (the early-stopping monitor's best, not the last epoch), the gap between them in the task's first
 metric at that epoch and at the last (`gap_mae`, `last_gap_mae`…: validation worse than training by this much),
 test metrics, parameter count and time. The
-table is written as Markdown, CSV, LaTeX and HTML, with two figures: the headline metric against each swept
-parameter, and the validation curves overlaid.
+table is written as Markdown, CSV, LaTeX and HTML (nnlab.reports.render: counts as integers, one stylesheet), with
+two figures: the headline metric against each swept parameter, and the validation curves overlaid. Logged to a
+sweep's parent run, the report also gives the parent the best job (nnlab.reports.best): its headline metric, run
+id and swept values, and a description.
 """
 
-import math
+import html
 import re
 import tempfile
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from mlflow.tracking import MlflowClient
 
 from nnlab import plots
 from nnlab.errors import NnlabError, closest
+from nnlab.reports import best as best_run
+from nnlab.reports import render
 from nnlab.tasks import TASKS, Task, get_task, higher_is_better
-from nnlab.tracking.logged_model import MODEL_NAME
 from nnlab.tracking.store import get_run
 from nnlab.tracking.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
@@ -43,6 +45,7 @@ class Report:
     metric: str
     paths: list[Path] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)  # the table's rows' runs, in the table's order
+    best: best_run.Best | None = None  # the best run by the headline metric, whatever the table's sort
 
 
 def select_runs(client: MlflowClient, experiment: str | None = None, sweep: str | None = None,
@@ -131,7 +134,7 @@ def ranked_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequence[st
     tasks = runs_tasks(runs)
     table = pd.DataFrame([row(r, swept, [c for c in columns if c not in swept], tasks) for r in runs],
                          index=[r.info.run_id for r in runs])
-    table = table.dropna(axis=1, how="all")
+    table = render.as_counts(table.dropna(axis=1, how="all"))  # params, epochs…: integers, not 825514.0
     metric = next((m for m in [*(t.headline for t in tasks), "test_loss"] if m in table), "run")
     unknown = [c for c in columns if c not in table]
     if unknown:
@@ -150,17 +153,19 @@ def latex_escape(text: str) -> str:
     return re.sub(r"[\\_%&#${}~^]", lambda m: LATEX[m.group()], text)
 
 
-def write_tables(table: pd.DataFrame, out: Path, formats: Sequence[str], caption: str) -> list[Path]:
+def write_tables(table: pd.DataFrame, out: Path, formats: Sequence[str], caption: str,
+                 title: str = "nnlab report") -> list[Path]:
+    """table.md (the caption, then the table), table.csv (raw values), table.tex, table.html (a styled page:
+    `title`, the caption, the table)."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise NnlabError(f"Unknown report format(s) {', '.join(unknown)}: choose from {', '.join(FORMATS)}.")
     out.mkdir(parents=True, exist_ok=True)
-    shown = table.map(lambda v: round(v, 4) if isinstance(v, float) and not math.isnan(v) else v)
     writers = {
-        "md": lambda: f"{caption}\n\n{shown.to_markdown(index=False)}\n",
+        "md": lambda: f"{caption}\n\n{render.markdown(table)}\n",
         "csv": lambda: table.to_csv(index=False),
-        "tex": lambda: shown.to_latex(index=False, caption=latex_escape(caption), escape=True),
-        "html": lambda: shown.to_html(index=False, border=0, na_rep=""),
+        "tex": lambda: render.latex(table, latex_escape(caption)),
+        "html": lambda: render.html_page(title, f"<h1>{html.escape(title)}</h1>\n{render.html_table(table, caption)}"),
     }
     paths = []
     for fmt in formats:
@@ -208,78 +213,19 @@ def build(client: MlflowClient, experiment: str | None = None, sweep: str | None
     swept = swept_params(runs)
     full, metric, run_ids = ranked_table(runs, swept, columns, sort, ascending)
     table = full[["run", *[c for c in columns if c != "run"]]] if columns else full
-    report = Report(title, table, swept, metric, run_ids=run_ids)
+    best = best_run.best_of(runs, full, metric, run_ids, swept)
+    report = Report(title, table, swept, metric, run_ids=run_ids, best=best)
     caption = (f"{title}: {len(runs)} runs; train/val metrics at the best epoch by the validation monitor; "
                f"swept: {', '.join(swept) or 'nothing differs'}.")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out) if out is not None else Path(tmp)
-        report.paths = write_tables(table, folder, formats, caption)
+        report.paths = write_tables(table, folder, formats, caption, f"Report: {title}")
         report.paths += write_figures(client, runs, full, swept, metric, folder)
         if log_to_parent and parent_run is not None:
             for path in report.paths:
                 client.log_artifact(parent_run.info.run_id, str(path), "report")
+            if best is not None:
+                best_run.log_to_parent(client, parent_run.info.run_id, best, full, swept)
         if out is None:
             report.paths = []
     return report
-
-
-def register_best(client: MlflowClient, report: Report, name: str) -> str:
-    """Register the MLflow Model of the report's first row (its best run, by the report's sort) in the Model
-    Registry as a new version of `name` (created if missing); returns the sentence saying which version."""
-    from mlflow.exceptions import MlflowException
-
-    if not report.run_ids:
-        raise NnlabError(f"The report of '{report.title}' has no runs, so there is no model to register.")
-    run = client.get_run(report.run_ids[0])
-    label = f"run '{run.info.run_name or run.info.run_id}' ({run.info.run_id})"
-    model_id = logged_model_id(client, run)
-    if model_id is None:
-        raise NnlabError(f"The best run of '{report.title}', {label}, has no logged MLflow model (trained with "
-                         "trainer.save_model=false, or before nnlab logged models), so nothing was registered.")
-    try:
-        try:
-            client.create_registered_model(name)
-        except MlflowException as err:
-            if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        with global_tracking_uri(client.tracking_uri):  # MLflow's registry looks the model up there
-            version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run.info.run_id,
-                                                  model_id=model_id)
-    except MlflowException as err:
-        raise NnlabError(f"Cannot register the model of {label} as '{name}': {err.message}") from err
-    score = report.table[report.metric].iloc[0] if report.metric in report.table else None
-    shown = f"; {report.metric} {score:.4g}" if isinstance(score, (int, float)) and not math.isnan(score) else ""
-    who = f"run '{run.info.run_name or run.info.run_id}' ({run.info.run_id}{shown})"
-    return (f"nnlab: registered the model of {who} as '{name}' version {version.version} "
-            f"(models:/{name}/{version.version})")
-
-
-@contextmanager
-def global_tracking_uri(uri: str):
-    """MLflow 3.17's SQL registry resolves a `models:/<id>` source with a new MlflowClient(), i.e. the global
-    tracking URI, not the one of the client registering it (a TODO in its code): point it at `uri` meanwhile."""
-    import mlflow
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
-def logged_model_id(client: MlflowClient, run: Run) -> str | None:
-    """The id of the run's MLflow Model named MODEL_NAME (the latest, where it was logged more than once, e.g.
-    by a resumed run), or None."""
-    from mlflow.entities import LoggedModelStatus
-    from mlflow.exceptions import MlflowException
-
-    found = []
-    for output in run.outputs.model_outputs if run.outputs is not None else []:
-        try:
-            model = client.get_logged_model(output.model_id)
-        except MlflowException:  # deleted since
-            continue
-        if model.name == MODEL_NAME and model.status == LoggedModelStatus.READY:
-            found.append((output.step, model.creation_timestamp, model.model_id))
-    return max(found)[2] if found else None

@@ -15,17 +15,16 @@ Keras is not imported here.
 """
 
 import argparse
-import os
 import socket
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
 
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
 from nnlab.errors import NnlabError, closest
+from nnlab.processes import pid_alive, process_start_time
 from nnlab.tracking.store import find_store, store_lock
 from nnlab.tracking.track import (
     HEARTBEAT_TAG,
@@ -35,30 +34,10 @@ from nnlab.tracking.track import (
     PID_STARTED_TAG,
     PID_TAG,
     ROLE_TAG,
-    process_start_time,
 )
 
 DEFAULT_SILENCE_S = 3600.0  # an epoch longer than an hour on another host would look dead: raise --max-silence
 PID_START_SLACK_S = 5  # /proc's boot time moves by a second or so; a reused pid starts later than that
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this host (and is not a zombie waiting for its parent)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    except OSError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 def heartbeat(run: Run) -> float:

@@ -5,6 +5,7 @@ folder fails in seconds, naming it), and a new SQLite store is created under a f
 together do not race on its schema. Keras is not imported here.
 """
 
+import logging
 import os
 import re
 import tempfile
@@ -18,12 +19,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nnlab.errors import NnlabError
+from nnlab.files import NoSpaceError, free_bytes, is_disk_full, megabytes
 
 PROBE_TIMEOUT_S = 5  # connecting to a tracking server; its answer gets PROBE_TIMEOUT_S - 1 more
 LOCK_TIMEOUT_S = 300  # waiting for another process to create or migrate a SQLite store
 # What the MLflow UI reads: the experiment's kind ("Model training", not GenAI).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
+# What SQLite says when the store cannot grow (SQLITE_FULL): MLflow logs it with the SQL, then raises it.
+STORE_FULL = "database or disk is full"
 
 
 def resolve_uri(uri: str) -> str:
@@ -65,8 +69,8 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
     try:
         return client.get_run(run_id)
     except MlflowException as err:
-        raise NnlabError(f"No run '{run_id}' in the store {client.tracking_uri} ({err.error_code}); copy the run's id "
-                         "from `mlflow ui`, `nnlab runs` or the job's console output.") from err
+        raise NnlabError(f"No run '{run_id}' in this store, {client.tracking_uri} ({err.error_code}); copy the "
+                         "run's id from `mlflow ui`, `nnlab runs` or the job's console output.") from err
 
 
 def run_text(client: MlflowClient, run_id: str, path: str) -> str:
@@ -97,6 +101,7 @@ def check_store(uri: str) -> str:
     uri = resolve_uri(uri)
     if uri in _checked:
         return uri
+    quiet_full_store()
     if uri.startswith(("http://", "https://")):
         check_server(uri)
     elif uri.startswith("sqlite:///"):
@@ -184,10 +189,66 @@ def open_store(uri: str, experiment: str, artifact_location: str | None = None) 
     and the experiment made if missing. Every process's first use of a store goes through here."""
     uri = check_store(uri)
     location = artifact_location or default_artifact_location(uri)
-    with store_lock(uri):
+    with store_lock(uri), full_store_guard(uri):
         client = MlflowClient(uri)
         experiment_id = ensure_experiment(client, experiment, location)
     return uri, client, experiment_id
+
+
+def store_is_full(err: BaseException | None) -> bool:
+    """Whether `err` (or what it was raised from or during) is the store's disk being full: SQLite's "database
+    or disk is full", or the OS's ENOSPC from a file store."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if STORE_FULL in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def full_store_error(uri: str, run_id: str | None = None, status: str | None = None) -> NoSpaceError:
+    """One sentence for a full store: its file, the free space, and what became of the run."""
+    from urllib.parse import unquote, urlparse
+
+    path = sqlite_path(uri) or (Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else None)
+    where = f"{path} is full ({megabytes(free_bytes(path.parent))} free on its disk)" if path else f"at {uri} is full"
+    if run_id is None:
+        then = "no run was started"
+    elif status == "RUNNING":
+        then = (f"run {run_id} stays RUNNING, as the store cannot record its end: once there is room, `nnlab resume "
+                f"{run_id}` continues it from its last checkpoint (or `nnlab runs --stale --kill` closes it)")
+    else:
+        then = f"run {run_id} ended {status or 'unrecorded'}"
+    return NoSpaceError(f"The MLflow store {where}; free some space there or point tracking.uri at a larger disk; "
+                        f"{then}.")
+
+
+@contextmanager
+def full_store_guard(uri: str) -> Iterator[None]:
+    """A full store met inside becomes `full_store_error` (no run yet)."""
+    try:
+        yield
+    except NnlabError:
+        raise
+    except Exception as err:
+        if store_is_full(err) or (is_disk_full(err) and not uri.startswith(("http://", "https://"))):
+            raise full_store_error(uri) from err
+        raise
+
+
+class HideFullStore(logging.Filter):
+    """MLflow logs a full store's error with its SQL statement and parameters before raising it; nnlab says it in
+    one sentence instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return STORE_FULL not in record.getMessage()
+
+
+def quiet_full_store() -> None:
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, HideFullStore) for f in logger.filters):
+        logger.addFilter(HideFullStore())
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:

@@ -14,11 +14,12 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,16 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from nnlab.config import TrackingConfig
-from nnlab.tracking.logged_model import log_model
-from nnlab.tracking.store import find_store, open_store, resolve_uri  # noqa: F401  (the commands' track.find_store…)
+from nnlab.files import is_disk_full, space_guard
+from nnlab.processes import process_start_time  # noqa: F401  (track.process_start_time, as before)
+from nnlab.tracking.logged_model import local_folder, log_model
+from nnlab.tracking.store import (  # noqa: F401  (the commands' track.find_store…)
+    find_store,
+    full_store_error,
+    open_store,
+    resolve_uri,
+    store_is_full,
+)
 
 # Sweep bookkeeping: MLflow nests runs by PARENT_TAG; ours mark the sweep and a run's role in it.
 PARENT_TAG = "mlflow.parentRunId"
@@ -47,18 +56,6 @@ BATCH = 100  # MLflow's limit on params per log_batch call
 NOTE_TAG = "mlflow.note.content"
 DATA_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}  # mlflow.data.context values
 DIGEST_SAMPLE_BYTES = 4 << 20  # a dataset digest hashes shape, dtype and at most this many bytes of rows
-
-
-def process_start_time(pid: int) -> float | None:
-    """When process `pid` started (unix time, about 1 s precise), from /proc; None where it cannot be read."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, counted after the command name
-        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
 
 
 def process_tags() -> dict[str, str]:
@@ -162,9 +159,25 @@ def git_commit(cwd: str | None = None) -> str | None:
 class RunLogger:
     """Thin wrapper over MlflowClient that batches and never logs NaN as a silent zero."""
 
-    def __init__(self, client: MlflowClient, run_id: str):
+    def __init__(self, client: MlflowClient, run_id: str, held: ExitStack | None = None,
+                 artifact_uri: str | None = None):
         self.client, self.run_id = client, run_id
         self.last_beat = time.monotonic()  # the run starts with a heartbeat tag
+        self.held = held
+        self.artifact_dir = local_folder(artifact_uri)
+
+    def hold(self, context: AbstractContextManager) -> Any:
+        """Enter `context` until the run's end is recorded (FINISHED, FAILED, KILLED), not merely until the body
+        returns: the checkpoint folder's owner lock, so no second process takes a run over as it ends."""
+        if self.held is None:
+            raise RuntimeError("this RunLogger was not made by start_run; it cannot hold anything")
+        return self.held.enter_context(context)
+
+    def space_guard(self):
+        """A full disk under the run's files (MLflow writes them in the temp folder, then copies them into the
+        artifact folder): one sentence naming the fuller of the two."""
+        return space_guard(tempfile.gettempdir(), self.artifact_dir, what="for the run's files",
+                           hint="free some space there (TMPDIR and tracking.artifact_location choose the folders)")
 
     def params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()]
@@ -187,13 +200,16 @@ class RunLogger:
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000], tags=beat if i == 0 else [])
 
     def text(self, text: str, path: str) -> None:
-        self.client.log_text(self.run_id, text, path)
+        with self.space_guard():
+            self.client.log_text(self.run_id, text, path)
 
     def figure(self, fig, path: str) -> None:
-        self.client.log_figure(self.run_id, fig, path)
+        with self.space_guard():
+            self.client.log_figure(self.run_id, fig, path)
 
     def file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
+        with self.space_guard():
+            self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
 
     def epoch_logger(self):
         """A Keras callback logging each epoch's metrics and learning rate here (imports Keras on first use, so
@@ -231,9 +247,10 @@ class RunLogger:
         return {(i.dataset.name, i.dataset.digest, context_of(i)) for i in (inputs.dataset_inputs if inputs else [])}
 
     def model(self, model, formats: Sequence[str] = ("keras",), export_dir: str | None = None,
-              example: Any = None, serving: Any = None) -> str:
-        """Save the model's files and log its MLflow Model, all or nothing: `logged_model.log_model`."""
-        return log_model(self.client, self.run_id, model, formats, export_dir, example, serving)
+              example: Any = None, serving: Any = None, name: str | None = None) -> str:
+        """Save the model's files and log its MLflow Model (named `name`, e.g. the model's builder), all or nothing:
+        `logged_model.log_model`."""
+        return log_model(self.client, self.run_id, model, formats, export_dir, example, serving, name)
 
     def note(self, text: str) -> None:
         """The run's description in the UI (`mlflow.note.content`)."""
@@ -244,23 +261,45 @@ class RunLogger:
 def start_run(tracking: TrackingConfig, tags: Mapping[str, Any], run_id: str | None = None) -> Iterator[RunLogger]:
     """One MLflow run around the body: FINISHED, FAILED with the error (tag `error`, `error.txt`), or KILLED on
     an interruption (Ctrl-C, SIGTERM once `install_signal_handlers` ran). With `run_id`, that run is reopened
-    (RUNNING again, with this process's host/pid tags): `nnlab resume`."""
+    (RUNNING again, with this process's host/pid tags): `nnlab resume`. What the body `hold`s is released
+    once the run's end is recorded. A store that fills up ends in one sentence (`full_store_error`)."""
     uri, client, experiment_id = open_store(tracking.uri, tracking.experiment, tracking.artifact_location)
     mlflow.set_tracking_uri(uri)
     all_tags = {**{k: str(v) for k, v in tags.items() if v is not None}, **tracking.tags, **process_tags()}
-    if run_id is not None and "error" in client.get_run(run_id).data.tags:
-        client.delete_tag(run_id, "error")  # the interruption that stopped it is history now
-    with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                          run_name=None if run_id else tracking.run_name, tags=all_tags,
-                          log_system_metrics=True if tracking.system_metrics else None) as run:
-        logger = RunLogger(client, run.info.run_id)
-        try:
-            yield logger
-        except BaseException as err:
-            # mlflow.start_run marks any exception FAILED; keep the why with it, and call an interruption KILLED.
-            logger.tags({"error": f"{type(err).__name__}: {err}"[:5000]})
-            logger.text("".join(traceback.format_exception(err)), "error.txt")
-            if isinstance(err, KeyboardInterrupt):
-                mlflow.end_run("KILLED")
+    started = run_id
+    try:
+        if run_id is not None and "error" in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, "error")  # the interruption that stopped it is history now
+        with ExitStack() as held, mlflow.start_run(
+                run_id=run_id, experiment_id=None if run_id else experiment_id,
+                run_name=None if run_id else tracking.run_name, tags=all_tags,
+                log_system_metrics=True if tracking.system_metrics else None) as run:
+            started = run.info.run_id
+            logger = RunLogger(client, run.info.run_id, held, run.info.artifact_uri)
+            try:
+                yield logger
+            except BaseException as err:
+                # mlflow.start_run marks any exception FAILED; keep the why with it, and call an interruption KILLED.
+                record_error(logger, err)
+                if isinstance(err, KeyboardInterrupt):
+                    mlflow.end_run("KILLED")
+                raise
+    except Exception as err:
+        if not store_is_full(err):
+            raise
+        status = None
+        if started is not None:
+            with suppress(Exception):  # reading a full store still works; if not, the sentence says "unrecorded"
+                status = client.get_run(started).info.status
+        raise full_store_error(uri, started, status) from err
+
+
+def record_error(logger: RunLogger, err: BaseException) -> None:
+    """The error as the run's `error` tag and `error.txt`; skipped when the store (or its disk) is full."""
+    try:
+        logger.tags({"error": f"{type(err).__name__}: {err}"[:5000]})
+        logger.text("".join(traceback.format_exception(err)), "error.txt")
+    except Exception as failed:
+        if not (store_is_full(failed) or is_disk_full(failed)):
             raise
 

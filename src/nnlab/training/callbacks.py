@@ -5,24 +5,29 @@ Nothing here knows about MLflow: the tracker hands EpochMetrics its sink.
 """
 
 import collections
-import json
 import logging
 import math
-import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import keras
 
 from nnlab.errors import NnlabError
-from nnlab.files import fsync_dir, write_text
+from nnlab.files import check_space
+from nnlab.training.checkpoints import (  # noqa: F401  (the names train.py and the tests know them by)
+    LATEST,
+    ROOM,
+    STATE,
+    WEIGHTS,
+    expected_bytes,
+    load_checkpoint,
+    restore_weights,
+    save_checkpoint,
+)
 from nnlab.training.optim import current_lr
 
 log = logging.getLogger(__name__)
-WEIGHTS, STATE, LATEST = "weights.weights.h5", "state.json", "latest"
 
 
 class EpochMetrics(keras.callbacks.Callback):
@@ -169,57 +174,18 @@ class Divergence(keras.callbacks.TerminateOnNaN):
 class Checkpoint(keras.callbacks.Callback):
     """After every epoch: the weights with the optimizer's state (Keras's own save_weights, as BackupAndRestore
     writes them) and the loop's state (`state()`: epoch, stage, history, budget used) in a new folder, fsync'd,
-    then a `latest` pointer renamed over the old one. A crash mid-write leaves the previous checkpoint whole.
-    (BackupAndRestore itself writes in place and deletes its folder at the end of every fit, that is of every
-    stage, and knows nothing of stages, budgets or history.)"""
+    then a `latest` pointer renamed over the old one; the last two are kept (nnlab.training.checkpoints). A
+    crash mid-write leaves the previous checkpoints whole; a disk without room for one fails before training
+    starts. (BackupAndRestore itself writes in place and deletes its folder at the end of every fit, that is
+    of every stage, and knows nothing of stages, budgets or history.)"""
 
     def __init__(self, folder: str | Path, state):
         super().__init__()
         self.folder, self.state = Path(folder), state
 
+    def on_train_begin(self, logs=None):
+        check_space(self.folder, expected_bytes(self.model, self.folder), "for the checkpoint", ROOM)
+
     def on_epoch_end(self, epoch, logs=None):
         if math.isfinite(float((logs or {}).get("loss", 0.0))):  # a diverged epoch is no state to resume
             save_checkpoint(self.folder, self.model, self.state(epoch, logs or {}))
-
-
-def save_checkpoint(folder: Path, model: keras.Model, state: dict[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    model.save_weights(tmp / WEIGHTS)
-    write_text(tmp / STATE, json.dumps(state))
-    slot = folder / f"epoch-{state['epoch']:05d}"
-    if slot.exists():
-        shutil.rmtree(slot)
-    os.replace(tmp, slot)
-    fsync_dir(folder)
-    write_text(folder / LATEST, slot.name)
-    for old in folder.glob("epoch-*"):
-        if old != slot:
-            shutil.rmtree(old, ignore_errors=True)
-    return slot
-
-
-def load_checkpoint(folder: str | Path) -> tuple[dict[str, Any], Path] | None:
-    """(state, weights file) of the latest complete checkpoint in `folder`, or None when there is none."""
-    pointer = Path(folder) / LATEST
-    if not pointer.is_file():
-        return None
-    slot = Path(folder) / pointer.read_text().strip()
-    try:
-        state = json.loads((slot / STATE).read_text())
-    except (OSError, ValueError):
-        return None
-    return (state, slot / WEIGHTS) if (slot / WEIGHTS).is_file() else None
-
-
-def restore_weights(model: keras.Model, weights: Path, optimizer: bool = True) -> None:
-    """The weights and, with `optimizer`, the optimizer's state (its step count drives the learning-rate
-    schedule). Without it the compiled optimizer stays fresh: a checkpoint from a stage's last epoch holds the
-    finished stage's optimizer, whose moments, step count and variables are not the next stage's."""
-    if not optimizer:
-        model.load_weights(weights, objects_to_skip=[model.optimizer] if model.optimizer is not None else None)
-        return
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    model.load_weights(weights)

@@ -1,4 +1,4 @@
-"""Training: runtime setup, compile, fit with budget/early stopping, and the final test evaluation.
+"""Training: compile, fit with budget/early stopping, and the final test evaluation.
 
 Nothing here knows about MLflow: tracking hooks in through the `callbacks` argument.
 """
@@ -20,92 +20,11 @@ from nnlab.data import Data
 from nnlab.data.pipeline import batches
 from nnlab.layers import members
 from nnlab.tasks import Task, get_task, higher_is_better
+from nnlab.training.batchnorm import PreciseBatchNorm, inference_gap
 from nnlab.training.callbacks import Checkpoint, Divergence, TimeBudget, restore_weights
 from nnlab.training.optim import build_optimizer
 
 log = logging.getLogger(__name__)
-
-
-def devices() -> list[str]:
-    """Accelerators visible to the active Keras backend, as readable names; empty on CPU."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return [d.name for d in tf.config.list_physical_devices("GPU")]
-    if backend == "jax":
-        import jax
-
-        return [str(d) for d in jax.devices() if d.platform != "cpu"]
-    if backend == "torch":
-        import torch
-
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return []
-
-
-def set_threads(threads: int | None) -> None:
-    """CPU threads for this job's math. Parallel sweep jobs (joblib) each default to every core and then fight
-    over them; one or two threads a job lets them share the machine."""
-    if not threads:
-        return
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError:  # the runtime started for an earlier job of this process: its setting stays
-            if tf.config.threading.get_intra_op_parallelism_threads() != threads:
-                log.warning("trainer.threads=%d not applied: TensorFlow started earlier in this process", threads)
-    elif backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-    else:
-        log.warning("trainer.threads is not applied on %s; limit its threads before start (e.g. XLA_FLAGS)", backend)
-
-
-def setup_runtime(seed: int, mixed_precision: bool, threads: int | None = None) -> dict[str, Any]:
-    """Seed everything, set the thread count and the dtype policy; returns facts worth logging."""
-    set_threads(threads)
-    # Jobs of a sweep share one process: drop the previous job's graphs and layer-name counters.
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
-    gpus = devices()
-    policy = dtype_policy(mixed_precision, gpus)
-    keras.mixed_precision.set_dtype_policy(policy)
-    return {
-        "backend": keras.backend.backend(),
-        "device": ", ".join(gpus) if gpus else "CPU",
-        "mixed_precision_effective": policy != "float32",
-        "dtype_policy": policy,
-    }
-
-
-def dtype_policy(mixed_precision: bool, gpus: list[str]) -> str:
-    """float16 compute on an accelerator; bfloat16 on a CPU that computes it natively (TensorFlow's oneDNN
-    kernels: RetinaNet trained at 1.6-2.0x the images/s on this project's AVX512-BF16 CPU); float32 elsewhere, since
-    emulated half precision on other CPUs is slower than float32."""
-    if not mixed_precision:
-        return "float32"
-    if gpus:
-        return "mixed_float16"
-    if keras.backend.backend() == "tensorflow" and cpu_has_bfloat16():
-        return "mixed_bfloat16"
-    log.warning("trainer.mixed_precision=true ignored: no GPU and no bfloat16 instructions on this CPU (or not "
-                "TensorFlow), training in float32")
-    return "float32"
-
-
-def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU has bfloat16 arithmetic (AVX512-BF16 or AMX), by the flags Linux lists; False elsewhere."""
-    try:
-        flags = set(Path(cpuinfo).read_text().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def compile_model(model: keras.Model, optimizer, task: "str | Task", trainer: TrainerConfig,
@@ -130,6 +49,8 @@ class FitResult:
     stage_starts: list[int] = field(default_factory=list)  # 1-based first epoch of stages 2, 3, …
     min_delta: float = 0.0  # early stopping's: a smaller change is no improvement
     last_epoch_share: float = 1.0  # of its batches, the last epoch trained: under 1 when the budget cut it
+    bn_recomputes: int = 0  # times precise batch norm recomputed the moving statistics, all stages so far
+    warning: str | None = None  # the trained model scores far worse at inference (batchnorm.inference_gap)
 
     @property
     def best_epoch(self) -> int | None:
@@ -149,12 +70,14 @@ class FitResult:
         history = {k: [*self.history.get(k, []), *later.history.get(k, [])] for k in keys}
         starts = [*self.stage_starts, self.epochs_run + 1] if new_stage else self.stage_starts
         return FitResult(history, self.seconds + later.seconds, self.epochs_run + later.epochs_run,
-                         later.stopped_by, later.monitor, starts, later.min_delta, later.last_epoch_share)
+                         later.stopped_by, later.monitor, starts, later.min_delta, later.last_epoch_share,
+                         max(self.bn_recomputes, later.bn_recomputes), later.warning)
 
     def state(self) -> dict[str, Any]:
         return {"history": self.history, "seconds": self.seconds, "epochs_run": self.epochs_run,
                 "stopped_by": self.stopped_by, "monitor": self.monitor, "stage_starts": self.stage_starts,
-                "min_delta": self.min_delta, "last_epoch_share": self.last_epoch_share}
+                "min_delta": self.min_delta, "last_epoch_share": self.last_epoch_share,
+                "bn_recomputes": self.bn_recomputes}
 
 
 def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg: OptimizerConfig,
@@ -179,6 +102,10 @@ def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg:
         budget = TimeBudget(trainer.max_minutes, **(resume["budget"] if resume else {}))
     steps = -(-len(data.train[0]) // trainer.batch_size)
     ends = np.cumsum([stage.epochs for stage in stages])
+    precise = None
+    if trainer.precise_bn is not False:  # one for all stages: it counts its recomputations
+        precise = PreciseBatchNorm(data.train[0], trainer.batch_size, always=trainer.precise_bn is True, seed=seed,
+                                   times=resume["result"].get("bn_recomputes", 0) if resume else 0)
     for i, stage in enumerate(stages):
         done = result.epochs_run if result else 0
         if done >= ends[i]:  # finished before the interruption
@@ -197,20 +124,28 @@ def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg:
         new_stage = result is not None and not resumed_here
         own = list(extra)
         if checkpoint_dir:  # before the caller's callbacks: an epoch is logged only once it can be resumed
-            own.append(Checkpoint(checkpoint_dir, loop_state(i, result, budget, new_stage)))
+            own.append(Checkpoint(checkpoint_dir, loop_state(i, result, budget, new_stage, precise)))
+        if precise is not None:  # the updates this stage made before a resume
+            precise.start_stage((done - int(ends[i]) + stage.epochs) * steps)
         part = fit(model, data, trainer, [*own, *callbacks], seed=seed + i + done, initial_epoch=done,
-                   epochs=int(ends[i]), budget=budget, transform=transform)
+                   epochs=int(ends[i]), budget=budget, transform=transform, precise=precise)
         result = part if result is None else result.then(part, new_stage=new_stage)
         if budget is not None and budget.stopped:  # also when it ran out on a stage's last epoch
             if i + 1 < len(stages):
                 result.stopped_by = "time_budget"
             break
+    es = trainer.early_stopping
+    kept = result.best_epoch if es.patience is not None and es.restore_best_weights else None
+    task = get_task(data.task)
+    result.warning = inference_gap(model, data, result.history, kept or result.epochs_run, trainer.batch_size,
+                                   lambda y: task.targets(column(model, y)), seed, trainer.precise_bn is False)
     return result
 
 
-def loop_state(stage: int, before: "FitResult | None", budget: TimeBudget | None, new_stage: bool):
+def loop_state(stage: int, before: "FitResult | None", budget: TimeBudget | None, new_stage: bool,
+               precise: PreciseBatchNorm | None = None):
     """What a checkpoint records after each epoch of this stage: the result so far (earlier stages plus this
-    stage's epochs, from the logs) and the time budget used."""
+    stage's epochs, from the logs), the time budget used and how often precise batch norm ran."""
     history = {k: list(v) for k, v in (before.history if before else {}).items()}
     start_seconds, start = (before.seconds if before else 0.0), time.perf_counter()
     starts = [*before.stage_starts, before.epochs_run + 1] if new_stage else (before.stage_starts if before else [])
@@ -219,7 +154,7 @@ def loop_state(stage: int, before: "FitResult | None", budget: TimeBudget | None
         for key, value in logs.items():
             history.setdefault(key, []).append(float(value))
         result = FitResult(history, start_seconds + time.perf_counter() - start, epoch + 1, "epochs",
-                           stage_starts=starts)
+                           stage_starts=starts, bn_recomputes=precise.times if precise else 0)
         return {"epoch": epoch + 1, "stage": stage, "result": result.state(),
                 "budget": budget.state() if budget else {}}
 
@@ -228,15 +163,19 @@ def loop_state(stage: int, before: "FitResult | None", budget: TimeBudget | None
 
 def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Sequence[Any] = (),
         seed: int = 0, *, initial_epoch: int = 0, epochs: int | None = None,
-        budget: TimeBudget | None = None, transform=None) -> FitResult:
+        budget: TimeBudget | None = None, transform=None, precise: PreciseBatchNorm | None = None) -> FitResult:
     """One `model.fit` on a compiled model, from `initial_epoch` up to `epochs` (default trainer.epochs)."""
     epochs = epochs or trainer.epochs
     if budget is None and trainer.max_minutes:
         budget = TimeBudget(trainer.max_minutes)
+    if precise is None and trainer.precise_bn is not False:
+        precise = PreciseBatchNorm(data.train[0], trainer.batch_size, always=trainer.precise_bn is True, seed=seed)
     divergence = Divergence()
     task = get_task(data.task)
-    # The task's validation scores (detection's mAP) first: early stopping and the loggers read them.
-    own: list[Any] = [*task.epoch_callbacks(data, trainer.batch_size), divergence, *([budget] if budget else [])]
+    # Precise batch norm first (what every later one sees at an epoch's end, validation included), then the task's
+    # validation scores (detection's mAP): early stopping and the loggers read them.
+    own: list[Any] = [*([precise] if precise else []), *task.epoch_callbacks(data, trainer.batch_size), divergence,
+                      *([budget] if budget else [])]
     early = None
     es = trainer.early_stopping
     monitor = es.monitor or task.monitor
@@ -274,7 +213,8 @@ def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Seque
     if monitor not in history.history:  # a monitor the metrics do not log (trainer.metrics overridden)
         monitor = "val_loss" if data.val is not None else "loss"
     return FitResult(history.history, seconds, epochs_run, stopped_by, monitor,
-                     min_delta=es.min_delta if early is not None else 0.0, last_epoch_share=share)
+                     min_delta=es.min_delta if early is not None else 0.0, last_epoch_share=share,
+                     bn_recomputes=precise.times if precise else 0)
 
 
 def evaluate(model: keras.Model, data: Data, batch_size: int) -> tuple[dict[str, float], np.ndarray]:

@@ -31,7 +31,9 @@ COCO = ("__background__ person bicycle car motorcycle airplane bus train truck b
 
 
 def load_detector(ref: str, uri: str | None):
-    """(model, class names, colour mode) of a run or a KerasHub preset."""
+    """(model, class names, channels, pixel limit) of a run or a KerasHub preset (Pillow's limit)."""
+    from nnlab.data.images import MAX_PIXELS
+
     if RUN_ID.fullmatch(ref):
 
         from nnlab.tracking import store
@@ -42,7 +44,8 @@ def load_detector(ref: str, uri: str | None):
         if not hasattr(model, "decode_predictions"):  # what makes a KerasHub model a detector
             raise NnlabError(f"Run {source.run_id} trained a {source.record.get('task')} model, not a detector; "
                              "pass a detection run (nnlab +experiment=scenes_detector) or a detector preset.")
-        return model, list(source.record.get("class_names") or []), source.record["input_shape"][-1]
+        limit = getattr(source.config.dataset, "max_image_pixels", None) or MAX_PIXELS
+        return model, list(source.record.get("class_names") or []), source.record["input_shape"][-1], limit
     from nnlab.models.retinanet import keras_hub
 
     hub = keras_hub()
@@ -54,7 +57,7 @@ def load_detector(ref: str, uri: str | None):
                          "run's id, a preset folder, or a preset name while online.") from None
     names_file = Path(ref) / "class_names.json"  # nnlab writes it beside a preset it saves
     names = json.loads(names_file.read_text()) if names_file.is_file() else list(COCO[: model.num_classes])
-    return model, names, 3
+    return model, names, 3, MAX_PIXELS
 
 
 def fitted_size(width: int, height: int, size: list[int] | None, max_side: int) -> tuple[int, int]:
@@ -88,10 +91,9 @@ def detect(ref: str, image: str | Path, top: int = 10, min_score: float = 0.3, o
     """Detect objects on `image`; writes detections.png, .csv and .json to `out` (default detections/<stem>/)
     and returns {"detections": [...], "found", "present", "precision"} (the last three with `truth`)."""
     import pandas as pd
-    from PIL import Image
 
     from nnlab import plots
-    from nnlab.data.images import decode_one
+    from nnlab.data.images import IMAGE_ERRORS, ImageTooLarge, decode_one, image_size
     from nnlab.tasks.detection import Detection, detections
 
     if top < 1 or not 0 <= min_score <= 1:
@@ -99,11 +101,17 @@ def detect(ref: str, image: str | Path, top: int = 10, min_score: float = 0.3, o
     path = Path(image)
     if not path.is_file():
         raise NnlabError(f"{path} is not a file; pass the picture to search.")
-    model, names, channels = load_detector(ref, uri)
-    with Image.open(path) as im:
-        width, height = im.size
-    h, w = fitted_size(width, height, size, max_side)
-    pixels = decode_one(path, (h, w), "L" if channels == 1 else "RGB", False)
+    model, names, channels, max_pixels = load_detector(ref, uri)
+    try:
+        h, w = fitted_size(*image_size(path, max_pixels), size, max_side)
+        pixels = decode_one(path, (h, w), "L" if channels == 1 else "RGB", False, max_pixels)
+    except ImageTooLarge as err:
+        raise NnlabError(f"{path} is too large to decode: {err.width}x{err.height} pixels, over the limit of "
+                         f"{err.limit:,} (the run's dataset.max_image_pixels, else Pillow's); pass a smaller copy "
+                         "of the picture.") from None
+    except IMAGE_ERRORS as err:
+        raise NnlabError(f"{path} is not an image nnlab can read ({type(err).__name__}: {err}); pass a picture "
+                         "(JPEG, PNG, …).") from None
     nms = model.prediction_decoder  # KerasHub's NonMaxSuppression, kept as it is but for count and score
     model.prediction_decoder = type(nms)(bounding_box_format=nms.bounding_box_format, from_logits=nms.from_logits,
                                          iou_threshold=nms.iou_threshold, confidence_threshold=min_score,

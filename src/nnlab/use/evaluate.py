@@ -150,7 +150,7 @@ def evaluate(run_id: str, overrides: list[str] | tuple[str, ...] = (), uri: str 
     from nnlab.job.body import name_of
     from nnlab.tasks import get_task
     from nnlab.tracking import store, track
-    from nnlab.training import train
+    from nnlab.training import runtime, train
     from nnlab.use.trained import load_model, load_source, model_rescale
 
     overrides = list(overrides)
@@ -159,7 +159,7 @@ def evaluate(run_id: str, overrides: list[str] | tuple[str, ...] = (), uri: str 
     source = load_source(run_id, client)
     node, cfg = evaluation_config(source.config_text, overrides)
     import_keras_quietly()
-    runtime = train.setup_runtime(cfg.seed, False, cfg.trainer.threads)  # clears Keras's session: model after it
+    runtime = runtime.setup_runtime(cfg.seed, False, cfg.trainer.threads)  # clears Keras's session: model after it
     model = load_model(source)
     dataset_name = name_of(cfg.dataset)
     data = load_dataset(cfg.dataset, seed=cfg.seed)

@@ -4,7 +4,8 @@ month after the last) and `.npy` arrays (model inputs as they are, or raw pixels
 
 Images are decoded as the loader decoded them (nnlab.data.images.fit_image: size, colour mode, centre crop),
 after turning the photo upright by its EXIF orientation, which training does not do (a phone's JPEG would
-otherwise lie on its side). Table rows go through the run's recorded preprocessing.
+otherwise lie on its side), under the run's pixel limit (dataset.max_image_pixels): a larger picture is refused
+from its header, never decoded. Table rows go through the run's recorded preprocessing.
 """
 
 import logging
@@ -32,6 +33,7 @@ class ImageSpec:
     mode: str  # PIL mode: L or RGB
     crop: bool
     scale: float | None  # None: the model takes raw uint8 pixels; else pixels are multiplied by it (float32)
+    max_pixels: int | None = None  # larger pictures are refused: the run's dataset.max_image_pixels (None: Pillow's)
 
     def to_model(self, pixels: np.ndarray) -> np.ndarray:
         return pixels if self.scale is None else pixels.astype(np.float32) * self.scale
@@ -45,19 +47,20 @@ def image_spec(source: Source) -> ImageSpec | None:
     if len(shape) != 3 or shape[-1] not in (1, 3) or None in shape:
         return None
     dataset = source.config.dataset
-    crop = dataset.get("crop_to_aspect_ratio", False) if isinstance(dataset, dict) else \
-        getattr(dataset, "crop_to_aspect_ratio", False)
+    setting = dataset.get if isinstance(dataset, dict) else lambda key, default: getattr(dataset, key, default)
+    crop, max_pixels = setting("crop_to_aspect_ratio", False), setting("max_image_pixels", None)
     # A model without its own rescaling was trained on pixels in [0, 1] (digits): scale them here.
     scale = None if model_rescale(source.model) is not None else 1 / 255
     scale = source.record.get("pixel_scale", scale)  # a loader that says how its model takes pixels (detection)
-    return ImageSpec((int(shape[0]), int(shape[1])), "L" if shape[-1] == 1 else "RGB", bool(crop), scale)
+    return ImageSpec((int(shape[0]), int(shape[1])), "L" if shape[-1] == 1 else "RGB", bool(crop), scale,
+                     None if max_pixels is None else int(max_pixels))
 
 
 def decode_upright(path: Path, spec: ImageSpec) -> np.ndarray:
     """One image file exactly as the loader decodes it (upright by its EXIF orientation, sized, cropped)."""
-    from nnlab.data.images import decode_one
+    from nnlab.data.images import MAX_PIXELS, decode_one
 
-    return decode_one(path, spec.size, spec.mode, spec.crop)
+    return decode_one(path, spec.size, spec.mode, spec.crop, spec.max_pixels or MAX_PIXELS)
 
 
 @dataclass
@@ -81,7 +84,7 @@ def image_files_under(folder: Path) -> list[Path]:
 
 
 def read_images(files: list[Path], spec: ImageSpec | None, source: Source, strict: bool) -> Part:
-    from PIL import Image, UnidentifiedImageError
+    from nnlab.data.images import IMAGE_ERRORS, ImageTooLarge
 
     if spec is None:
         raise NnlabError(f"Run {source.run_id}'s model takes inputs of shape {input_shape(source.model)}, not "
@@ -89,7 +92,7 @@ def read_images(files: list[Path], spec: ImageSpec | None, source: Source, stric
     def decode(f: Path):
         try:
             return decode_upright(f, spec)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+        except IMAGE_ERRORS as err:
             return err
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
@@ -99,12 +102,17 @@ def read_images(files: list[Path], spec: ImageSpec | None, source: Source, stric
         if not isinstance(result, Exception):
             good.append(f)
             pixels.append(result)
+        elif isinstance(result, ImageTooLarge) and strict:
+            raise NnlabError(f"{f} is too large to decode: {result.width}x{result.height} pixels, over run "
+                             f"{source.run_id}'s limit of {result.limit:,} (its dataset.max_image_pixels); pass a "
+                             "smaller copy of the picture.") from None
         elif strict:
             raise NnlabError(f"{f} is not an image nnlab can read ({type(result).__name__}: {result}); pass image "
                              "files, folders of images, CSV tables or .npy arrays.") from result
         else:
             problems.append(f"{f}: {type(result).__name__}: {result}")
-            log.warning("skipped %s: not a readable image (%s)", f, result)
+            why = "too large" if isinstance(result, ImageTooLarge) else "not a readable image"
+            log.warning("skipped %s: %s (%s)", f, why, result)
     shape = (0, *spec.size, 1 if spec.mode == "L" else 3)
     array = np.stack(pixels) if pixels else np.zeros(shape, np.uint8)
     return Part(spec.to_model(array), [str(f) for f in good], [None] * len(good), [f.stem for f in good],
