@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from nnlab.errors import NnlabError, closest
 from nnlab.processes import pid_alive, process_start_time
+from nnlab.tracking.store import client as store_client
 from nnlab.tracking.store import find_store, store_lock
 from nnlab.tracking.track import (
     HEARTBEAT_TAG,
@@ -183,8 +184,8 @@ def main(argv: list[str]) -> None:
     if args.max_silence <= 0:
         raise NnlabError(f"--max-silence must be a positive number of minutes, not {args.max_silence:g}.")
     uri = find_store(args.uri)
-    with store_lock(uri):
-        client = MlflowClient(uri)
+    with store_lock(uri):  # MLflow opens (and may migrate) the store with its client: one process at a time
+        client = store_client(uri)
         experiments = {e.experiment_id: e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY,
                                                                                   max_results=50000)}
     ids = list(experiments)
