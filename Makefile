@@ -7,13 +7,13 @@ ARGS   ?=
 # Benchmarks read the real datasets: $NNLAB_DATA_DIR, else ../shared/datasets beside the checkout
 BENCH_DATA ?= $(or $(NNLAB_DATA_DIR),$(abspath ../shared/datasets))
 
-.PHONY: install backends graphviz run test test-fast test-ui ui bench clean
+.PHONY: install backends graphviz postgresql run test test-fast test-ui ui bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,detection,albumentations]"
+	$(PY) -m pip install -q -e ".[test,detection,albumentations,server]"
 	-@$(MAKE) --no-print-directory graphviz
 	touch $(STAMP)
 
@@ -27,6 +27,15 @@ graphviz:
 	  || echo "make: could not install graphviz; runs will skip architecture.png"; \
 	else echo "make: Graphviz's dot not found; install it (apt install graphviz / brew install graphviz) for architecture.png"; fi
 
+## PostgreSQL for `nnlab server` and its tests: Debian's package with apt where we are root, else a note (the
+## server's tests then fail, naming what to install)
+postgresql:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1; } \
+	  || echo "make: could not install PostgreSQL; nnlab server and its tests need it (apt install postgresql)"; \
+	else echo "make: PostgreSQL not found; nnlab server and its tests need it (apt install postgresql)"; fi
+
 ## JAX and PyTorch (CPU builds) beside TensorFlow, so the backend tests run instead of skipping.
 ## torch==2.13.0 is pinned because a plain `torch` pulls a multi-GB CUDA build.
 backends: $(VENV)/.backends
@@ -39,7 +48,7 @@ run: $(STAMP)
 	$(PY) -m nnlab $(ARGS)
 
 ## The whole test suite (what CI runs)
-test: $(STAMP)
+test: $(STAMP) postgresql
 	$(PY) -m pytest -q $(ARGS)
 
 ## Skip the end-to-end subprocess runs

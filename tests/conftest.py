@@ -5,6 +5,7 @@ import os
 import struct
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,43 @@ def nnlab_cli(monkeypatch, capsys):
     yield call
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
+
+
+@dataclass
+class TrackingServer:
+    """A team tracking server (`nnlab server start`) with students alice and bob and teacher teach."""
+    folder: Path
+    url: str
+    passwords: dict[str, str]
+
+    def env(self, user: str) -> dict[str, str]:
+        """What a client of `user` sets: the MLflow way of signing in."""
+        return {"MLFLOW_TRACKING_URI": self.url, "MLFLOW_TRACKING_USERNAME": user,
+                "MLFLOW_TRACKING_PASSWORD": self.passwords[user]}
+
+    def sign_in(self, monkeypatch, user: str) -> None:
+        for key, value in self.env(user).items():
+            monkeypatch.setenv(key, value)
+
+
+@pytest.fixture(scope="session")
+def tracking_server():
+    """One real server (PostgreSQL + MLflow with basic-auth) for the whole session, started the way a teacher
+    does. Its folder's parent lets others pass through: PostgreSQL runs as `postgres` where the tests run as root."""
+    import shutil
+    import tempfile
+
+    from nnlab.server import service, users
+
+    parent = Path(tempfile.mkdtemp(prefix="nnlab-server-"))
+    os.chmod(parent, 0o711)
+    folder = parent / "server"
+    try:
+        state = service.start(folder, port=service.free_port(), workers=2)
+        passwords = {"admin": (folder / "secrets" / service.ADMIN_PASSWORD).read_text().strip()}
+        for name, teacher in (("alice", False), ("bob", False), ("teach", True)):
+            passwords[name] = users.add_user(folder, name, teacher)
+        yield TrackingServer(folder, state.url, passwords)
+    finally:
+        service.stop(folder) if folder.is_dir() else None
+        shutil.rmtree(parent, ignore_errors=True)

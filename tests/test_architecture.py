@@ -22,7 +22,7 @@ LAYERS = [
     ("tracking",),
     ("reports",),
     ("job",),
-    ("use", "course"),
+    ("use", "course", "server"),
     ("cli",),
     ("__main__",),
 ]

@@ -76,3 +76,22 @@ def copy_run(client: MlflowClient, run_id: str, experiment: str, artifacts: list
 def config_yaml(client: MlflowClient, run_id: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         return OmegaConf.to_container(OmegaConf.load(client.download_artifacts(run_id, "config.yaml", tmp)))
+
+
+def marker_plugin(folder: Path, name: str) -> tuple[Path, Path]:
+    """(plugin, marker): a plugin file that appends a line to the marker file each time it is imported."""
+    marker, plugin = folder / f"{name}.imported", folder / f"{name}.py"
+    plugin.write_text(f"with open({str(marker)!r}, 'a') as f:\n    f.write('imported\\n')\n")
+    return plugin, marker
+
+
+def run_listing_plugin(client: MlflowClient, run_id: str, plugin: Path, experiment: str = EXPERIMENT) -> str:
+    """A copy of finished run `run_id` whose stored config.yaml lists `plugin` (as someone who can write runs
+    into a shared store could make it)."""
+    tags = client.get_run(run_id).data.tags
+    artifacts = ["model/model.keras"] + (["preprocessing.json"] if "preprocessing.json" in
+                                         {a.path for a in client.list_artifacts(run_id)} else [])
+    new = copy_run(client, run_id, experiment, artifacts, {"task": tags.get("task")})
+    config = config_yaml(client, run_id) | {"plugins": [str(plugin)]}
+    client.log_text(new, OmegaConf.to_yaml(config), "config.yaml")
+    return new

@@ -18,7 +18,7 @@ from nnlab import config as _config  # noqa: F401  (registers the schemas before
 from nnlab.errors import ConfigError, NnlabError, closest, unknown_name
 
 EXIT_CONFIG, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
-COMMANDS = ("report", "resume", "runs", "predict", "evaluate", "detect", "course", "labs")
+COMMANDS = ("report", "resume", "runs", "predict", "evaluate", "detect", "course", "labs", "server")
 GROUPS = ("dataset", "model", "optimizer", "trainer", "tracking", "experiment", "sweep")
 
 
@@ -160,6 +160,8 @@ def subcommand(name: str, argv: list[str]) -> None:
         from nnlab.use.detect import main
     elif name == "course":
         from nnlab.course.cli import main
+    elif name == "server":
+        from nnlab.server.command import main
     else:  # "labs"
         from nnlab.reports.labindex import main
     main(argv)

@@ -157,6 +157,35 @@ def test_kill_9_mid_run_then_nnlab_resume_finishes_the_planned_epochs(tmp_path):
     assert steps(client, run.info.run_id) == list(range(1, 41))
 
 
+def test_resume_refuses_a_plugin_named_only_in_the_stored_config_until_the_user_passes_it(store, tmp_path,
+                                                                                           monkeypatch):
+    from nnlab.errors import NnlabError
+    from nnlab.job.resume import main
+
+    plugin = tmp_path / "resume_plugin.py"
+    marker = tmp_path / "resume_plugin.imported"
+    plugin.write_text(f"with open({str(marker)!r}, 'a') as f:\n    f.write('imported\\n')\n")
+    monkeypatch.chdir(tmp_path)
+    interrupt_after(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        app.run(composed(store, "trainer.epochs=3", f"plugins=['{plugin}']"))
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    client, run = only_run(store)
+    run_id = run.info.run_id
+    sys.modules.pop("nnlab_plugin_resume_plugin")  # as in a new process: the training's import is gone
+    marker.unlink()
+    before = snapshot(client, run_id)
+    with pytest.raises(NnlabError, match=f"lists plugin {plugin}, .* pass --plugins {plugin} .* or --trust-plugins"):
+        main([run_id, "--uri", store])
+    assert not marker.exists() and snapshot(client, run_id) == before  # nothing imported, the run untouched
+    main([run_id, "--uri", store, "--plugins", str(plugin)])
+    client, again = only_run(store)
+    assert again.info.status == "FINISHED" and steps(client, run_id) == [1, 2, 3]
+    assert marker.read_text() == "imported\n"
+    sys.modules.pop("nnlab_plugin_resume_plugin")
+
+
 def test_the_config_form_resumes_a_run_too(store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     interrupt_after(monkeypatch, 2)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from trained_runs import train_run
+from trained_runs import marker_plugin, run_listing_plugin, train_run
 
 pytest.importorskip("keras_hub")
 pytest.importorskip("pycocotools")
@@ -48,6 +48,21 @@ def test_nnlab_detect_paints_a_held_out_scene_and_scores_the_boxes_it_finds(dete
     assert len(result["detections"]) == 5 and 0 <= result["found"] <= 5 and result["size"] == [96, 96]
     assert {"scene.png", "detections.png", "detections.csv"} <= {p.name for p in tmp_path.iterdir()}
     assert "true objects" in capsys.readouterr().out
+
+
+def test_nnlab_detect_imports_a_plugin_the_stored_config_lists_only_when_passed(detection_run, tmp_path):
+    from nnlab.errors import NnlabError
+    from nnlab.use.detect import main
+
+    store, run_id = detection_run
+    plugin, marker = marker_plugin(tmp_path, "planted_detect")
+    run = run_listing_plugin(MlflowClient(store), run_id, plugin, experiment="detect")
+    args = [run, "--scene", "2", "--size", "64", "64", "--uri", store, "--out", str(tmp_path / "out")]
+    with pytest.raises(NnlabError, match=f"lists plugin {plugin}, .* pass --plugins {plugin} .* or --trust-plugins"):
+        main(args)
+    assert not marker.exists() and not (tmp_path / "out" / "detections.json").exists()
+    main([*args, "--plugins", str(plugin)])
+    assert marker.read_text() == "imported\n" and (tmp_path / "out" / "detections.json").exists()
 
 
 def test_nnlab_predict_counts_objects_per_picture_at_the_training_size(detection_run, tmp_path):

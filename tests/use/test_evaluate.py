@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from data_fixtures import make_boston, make_split_tree
 from mlflow.tracking import MlflowClient
-from trained_runs import EXPERIMENT, copy_run, run_model, train_run
+from trained_runs import EXPERIMENT, copy_run, marker_plugin, run_listing_plugin, run_model, train_run
 
 from nnlab.data.images import decode_one
 from nnlab.errors import ConfigError, NnlabError
@@ -148,3 +148,25 @@ def test_the_command_line_passes_overrides_and_the_store(digits_run, runs_client
     assert "evaluation run" in out and f"of run {digits_run} FINISHED in experiment '{EXPERIMENT}'" in out
     new_id = out.split("evaluation run ")[1].split()[0]
     assert runs_client.get_run(new_id).data.params["dataset.test_split"] == "0.3"
+
+
+def test_evaluate_refuses_a_plugin_named_only_in_the_stored_config_without_importing_it_or_logging(
+        digits_run, runs_client, tmp_path):
+    plugin, marker = marker_plugin(tmp_path, "planted_evaluate")
+    run = run_listing_plugin(runs_client, digits_run, plugin)
+    before = runs_in(runs_client)
+    with pytest.raises(NnlabError, match=f"lists plugin {plugin}, .* pass --plugins {plugin} .* or --trust-plugins"):
+        evaluate_module.main([run, "--uri", runs_client.tracking_uri])
+    assert not marker.exists() and runs_in(runs_client) == before
+
+
+def test_evaluate_runs_with_the_plugin_passed_or_trusted_importing_it_then(digits_run, runs_client, tmp_path, capsys):
+    plugin, marker = marker_plugin(tmp_path, "passed_evaluate")
+    run = run_listing_plugin(runs_client, digits_run, plugin)
+    evaluate_module.main([run, "--uri", runs_client.tracking_uri, "--plugins", str(plugin)])
+    assert marker.read_text() == "imported\n"
+    assert f"of run {run} FINISHED" in capsys.readouterr().out
+    plugin, marker = marker_plugin(tmp_path, "trusted_evaluate")
+    run = run_listing_plugin(runs_client, digits_run, plugin)
+    result = evaluate(run, [], uri=runs_client.tracking_uri, trust_plugins=True)
+    assert marker.read_text() == "imported\n" and "test_accuracy" in result.metrics

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from data_fixtures import make_airline, make_boston, make_split_tree
 from PIL import Image
-from trained_runs import EXPERIMENT, copy_run, run_data, run_model, train_run
+from trained_runs import EXPERIMENT, copy_run, marker_plugin, run_data, run_listing_plugin, run_model, train_run
 
 from nnlab.data.images import decode_one
 from nnlab.data.tables import BOSTON_COLUMNS
@@ -328,3 +328,49 @@ def test_the_command_line_takes_a_runs_uri_and_writes_to_predictions_run_id(digi
     written = pd.read_csv(runs_root / "predictions" / digits_run / "predictions.csv")
     assert len(written) == 2 and {"input", "row", "class", "probability", "top3"} <= set(written.columns)
     assert f"2 predictions of run {digits_run} written to predictions/{digits_run}/" in capsys.readouterr().out
+
+
+# --- plugins a stored run lists run only with the user's say ------------------------------------------------------------
+
+def test_predict_refuses_a_plugin_named_only_in_the_stored_config_without_importing_it(digits_run, runs_client,
+                                                                                       runs_root, capsys):
+    from nnlab.cli import guarded, subcommand
+
+    plugin, marker = marker_plugin(runs_root, "planted_predict")
+    run = run_listing_plugin(runs_client, digits_run, plugin)
+    np.save(runs_root / "one.npy", run_data(runs_client, digits_run).test[0][:1])
+    with pytest.raises(NnlabError) as err:
+        predict(run, [runs_root / "one.npy"], out=runs_root / "out-planted", uri=runs_client.tracking_uri)
+    message = str(err.value)
+    assert f"lists plugin {plugin}," in message and f"--plugins {plugin}" in message and "--trust-plugins" in message
+    assert "\n" not in message and not marker.exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # the command line: one sentence on stderr, a non-zero exit
+        guarded(lambda: subcommand("predict", [run, str(runs_root / "one.npy"), "--uri", runs_client.tracking_uri,
+                                               "--out", str(runs_root / "out-planted")]))
+    assert exit_.value.code != 0 and not marker.exists()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"--plugins {plugin}" in lines[0]
+    assert not (runs_root / "out-planted" / "predictions.csv").exists()
+
+
+def test_predict_imports_the_plugin_passed_with_plugins_once_and_predicts(digits_run, runs_client, runs_root):
+    plugin, marker = marker_plugin(runs_root, "passed_predict")
+    run = run_listing_plugin(runs_client, digits_run, plugin)
+    np.save(runs_root / "one.npy", run_data(runs_client, digits_run).test[0][:1])
+    predict_module.main([run, str(runs_root / "one.npy"), "--uri", runs_client.tracking_uri, "--out",
+                         str(runs_root / "out-passed"), "--plugins", str(plugin)])
+    assert len(pd.read_csv(runs_root / "out-passed" / "predictions.csv")) == 1
+    predict(run, [runs_root / "one.npy"], out=runs_root / "out-passed", uri=runs_client.tracking_uri,
+            plugins=[str(plugin)])  # the same file again in this process: imported once, as a module is
+    assert marker.read_text() == "imported\n"
+
+
+def test_predict_with_trust_plugins_imports_the_plugin_the_stored_config_lists(digits_run, runs_client, runs_root):
+    plugin, marker = marker_plugin(runs_root, "trusted_predict")
+    run = run_listing_plugin(runs_client, digits_run, plugin)
+    np.save(runs_root / "one.npy", run_data(runs_client, digits_run).test[0][:1])
+    predict_module.main([run, str(runs_root / "one.npy"), "--uri", runs_client.tracking_uri, "--out",
+                         str(runs_root / "out-trusted"), "--trust-plugins"])
+    assert marker.read_text() == "imported\n"
+    assert len(pd.read_csv(runs_root / "out-trusted" / "predictions.csv")) == 1

@@ -49,7 +49,9 @@ for _name, _fn in (("nnlab.user_data_dir", user_data_dir), ("nnlab.cache_dir", c
 
 @dataclass
 class TrackingConfig:
-    uri: str = "sqlite:///mlflow.db"  # relative paths resolve against the working directory
+    # $MLFLOW_TRACKING_URI where set (a class's server), else a SQLite file; relative paths resolve against the
+    # working directory
+    uri: str = "${oc.env:MLFLOW_TRACKING_URI,sqlite:///mlflow.db}"
     experiment: str = "nnlab"
     run_name: str | None = None
     artifact_location: str | None = None  # None: ./mlartifacts beside a SQLite store

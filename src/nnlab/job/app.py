@@ -11,6 +11,7 @@ from nnlab.config import Config, TrackingConfig
 from nnlab.errors import ConfigError
 from nnlab.imports import import_plugins
 from nnlab.job.body import name_of, train_and_log
+from nnlab.tracking.accounts import own_experiment, redact
 from nnlab.tracking.logged_model import model_name
 
 
@@ -59,7 +60,7 @@ def hydra_tags() -> dict[str, Any]:
 
     if not HydraConfig.initialized():
         return {}
-    return {"overrides": " ".join(hydra_overrides()) or "(none)",
+    return {"overrides": redact(" ".join(hydra_overrides())) or "(none)",
             "hydra.output_dir": HydraConfig.get().runtime.output_dir}
 
 
@@ -69,7 +70,7 @@ def run(cfg: DictConfig) -> float | None:
     if missing:  # before a run exists: nothing to clean up
         raise ConfigError(f"{', '.join(missing)} must be set for this config: add e.g. {missing[0]}=... to the "
                           "command line or to your experiment YAML.")
-    yaml_text = OmegaConf.to_yaml(cfg, resolve=True)
+    yaml_text = redact(OmegaConf.to_yaml(cfg, resolve=True))  # what the run records: no password of a URL
     import_plugins(list(cfg.plugins))
     typed: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     from nnlab.job import sweep
@@ -78,7 +79,7 @@ def run(cfg: DictConfig) -> float | None:
     if typed.tracking.resume:  # the config form of `nnlab resume`, e.g. for a requeued cluster job
         from nnlab.job.resume import resume
 
-        return resume(typed.tracking.resume, typed.tracking.uri)
+        return resume(typed.tracking.resume, typed.tracking.uri, plugins=list(typed.plugins))  # the user's config
 
     track.install_signal_handlers()  # SIGTERM ends this job's run KILLED, in joblib/submitit workers too
     tracking, tags = typed.tracking, run_tags(typed, track.git_commit())
@@ -90,13 +91,15 @@ def run(cfg: DictConfig) -> float | None:
     if not tracking.run_name:  # not MLflow's random "thundering-ox-14"
         tracking = replace(tracking, run_name=default_run_name(typed))
     with track.start_run(tracking, tags) as run:
-        run.params(track.flatten(OmegaConf.to_container(cfg, resolve=True) | {"trainer": asdict(typed.trainer)}))
+        params = track.flatten(OmegaConf.to_container(cfg, resolve=True) | {"trainer": asdict(typed.trainer)})
+        run.params({k: redact(v) for k, v in params.items()})
         task, metrics, stopped_by = train_and_log(typed, yaml_text, run)
         run_id = run.run_id
     headline = {k: round(v, 4) for k, v in metrics.items() if k in ("test_loss", task.headline)}
-    uri = track.resolve_uri(tracking.uri)
+    store = track.resolve_uri(tracking.uri)
+    uri = redact(store)
     model = f"\n  model: runs:/{run_id}/{model_name(name_of(typed.model))}" if typed.trainer.save_model else ""
-    print(f"\nnnlab: run {run_id} FINISHED in experiment '{tracking.experiment}' "
-          f"({stopped_by}): {headline}\n  store: {uri}{model}\n  browse: make ui  (or: mlflow ui --backend-store-uri "
-          f"{uri})")
+    browse = uri if uri.startswith(("http://", "https://")) else f"make ui  (or: mlflow ui --backend-store-uri {uri})"
+    print(f"\nnnlab: run {run_id} FINISHED in experiment '{own_experiment(store, tracking.experiment)}' "
+          f"({stopped_by}): {headline}\n  store: {uri}{model}\n  browse: {browse}")
     return task.objective_value(metrics)

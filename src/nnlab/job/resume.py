@@ -87,12 +87,16 @@ def missing_epochs(client: MlflowClient, run_id: str, state: dict[str, Any]) -> 
     return out
 
 
-def resume(run_id: str, uri: str | None = None) -> float | None:
-    """Continue run `run_id` of the store at `uri`; returns what a sweeper optimises, as `app.run` does."""
+def resume(run_id: str, uri: str | None = None, plugins: list[str] | tuple[str, ...] = (),
+           trust_plugins: bool = False) -> float | None:
+    """Continue run `run_id` of the store at `uri`; returns what a sweeper optimises, as `app.run` does. The
+    plugins the run's stored config lists are imported only as `plugins` (the user's copies) or with
+    `trust_plugins`; a listed one neither passed nor trusted is refused before the run is touched
+    (nnlab.imports.run_plugins)."""
     from omegaconf import OmegaConf
 
     from nnlab.config import typed_config
-    from nnlab.imports import import_plugins
+    from nnlab.imports import run_plugins
     from nnlab.job.body import train_and_log
     from nnlab.tracking import store, track
     from nnlab.training.checkpoints import claim
@@ -101,11 +105,11 @@ def resume(run_id: str, uri: str | None = None) -> float | None:
     client = store.client(uri)
     uri = client.tracking_uri
     folder = resumable(store.get_run(client, run_id))
+    yaml_text = store.run_config(client, run_id)  # written when the run started: the same under the claim
+    run_plugins(list(OmegaConf.create(yaml_text).get("plugins") or []), plugins, trust_plugins, run_id)
     # The run is this process's from here until its end is recorded: a second resume refuses, naming it.
     with claim(folder, run_id, create=False):
         run, state, weights = find_checkpoint(client, run_id)  # again: an owner may have ended it meanwhile
-        yaml_text = store.run_config(client, run_id)
-        import_plugins(list(OmegaConf.create(yaml_text).get("plugins") or []))
         cfg = typed_config(yaml_text)
         experiment = client.get_experiment(run.info.experiment_id).name
         tracking = replace(cfg.tracking, uri=uri, experiment=experiment, run_name=run.info.run_name, resume=None)
@@ -121,12 +125,15 @@ def resume(run_id: str, uri: str | None = None) -> float | None:
 
 
 def main(argv: list[str]) -> None:
-    """`nnlab resume RUN_ID [--uri URI]`."""
+    """`nnlab resume RUN_ID [--uri URI] [--plugins P ...] [--trust-plugins]`."""
     import argparse
+
+    from nnlab.imports import add_plugin_options
 
     parser = argparse.ArgumentParser(prog="nnlab resume", description="Continue an interrupted run (killed, "
                                      "Ctrl-C, SIGTERM, a crash) from its last checkpoint, in the same MLflow run.")
     parser.add_argument("run_id", help="the run's id (mlflow ui, or `nnlab runs --stale`)")
     parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    add_plugin_options(parser)
     args = parser.parse_args(argv)
-    resume(args.run_id, args.uri)
+    resume(args.run_id, args.uri, args.plugins, args.trust_plugins)

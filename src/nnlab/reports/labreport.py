@@ -21,6 +21,7 @@ from nnlab.errors import NnlabError
 from nnlab.reports import render, report
 from nnlab.reports.labindex import Bar, Lab, get_lab
 from nnlab.tasks import higher_is_better
+from nnlab.tracking.accounts import experiments_named
 from nnlab.tracking.track import ROLE_TAG, SWEEP_TAG
 
 IMAGES = (".png", ".jpg", ".jpeg", ".svg")
@@ -28,13 +29,13 @@ IMAGES = (".png", ".jpg", ".jpeg", ".svg")
 
 def lab_runs(client: MlflowClient, lab: Lab) -> list[Run]:
     """The lab's training runs: in its experiment, with its tags; for a sweep lab, the latest sweep's jobs."""
-    exp = client.get_experiment_by_name(lab.experiment)
-    if exp is None:
+    found = experiments_named(client, lab.experiment)  # on a server: every account's that this reader may read
+    if not found:
         return []
     clauses = [f"tags.`{k}` = '{v}'" for k, v in lab.tags.items()]
     if lab.sweep:
         clauses.append(f"params.`sweep_name` = '{lab.sweep}'")
-    runs = client.search_runs([exp.experiment_id], " and ".join(clauses), max_results=5000)
+    runs = client.search_runs([e.experiment_id for e in found], " and ".join(clauses), max_results=5000)
     runs = [r for r in runs if r.data.tags.get(ROLE_TAG) not in ("sweep", "evaluation")]
     if lab.sweep and runs:
         groups: dict[str | None, list[Run]] = {}

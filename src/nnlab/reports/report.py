@@ -26,6 +26,7 @@ from nnlab.errors import NnlabError, closest
 from nnlab.reports import best as best_run
 from nnlab.reports import render
 from nnlab.tasks import TASKS, Task, get_task, higher_is_better
+from nnlab.tracking.accounts import ACCOUNT_TAG, experiments_named
 from nnlab.tracking.store import get_run
 from nnlab.tracking.track import PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
@@ -66,13 +67,13 @@ def select_runs(client: MlflowClient, experiment: str | None = None, sweep: str 
             raise NnlabError(f"No runs carry sweep id '{sweep}' in this store; the sweep's parent run is named "
                              "after its id (see `mlflow ui` or the sweep's console output).")
         return sweep, runs, parents[0] if parents else None
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
+    found = experiments_named(client, experiment)  # on a server: every account's that this reader may read
+    if not found:
         names = [e.name for e in client.search_experiments()]
         hint = closest(experiment, names)
         raise NnlabError(f"No experiment '{experiment}' in this store: it has {', '.join(names) or 'none'}"
                          + (f"; did you mean '{hint}'?" if hint else "."))
-    runs = client.search_runs([exp.experiment_id], max_results=5000)
+    runs = client.search_runs([e.experiment_id for e in found], max_results=5000)
     # Training runs only: a sweep's parent and `nnlab evaluate`'s runs (a model scored elsewhere) are no rows.
     return experiment, [r for r in runs if r.data.tags.get(ROLE_TAG) not in ("sweep", "evaluation")], None
 
@@ -101,7 +102,8 @@ def runs_tasks(runs: Sequence[Run]) -> list[Task]:
 
 def row(run: Run, swept: Sequence[str], extra: Sequence[str], tasks: Sequence[Task]) -> dict:
     m, p = run.data.metrics, run.data.params
-    out: dict = {"run": run.info.run_name, **{k: p.get(k, "") for k in swept}}
+    out: dict = {"run": run.info.run_name, "account": run.data.tags.get(ACCOUNT_TAG),
+                 **{k: p.get(k, "") for k in swept}}
     for name in dict.fromkeys(n for t in tasks for n in t.epoch_metrics):
         # best-epoch values where the run had a validation monitor, else the last epoch's
         out[f"train_{name}"] = m.get(f"best_{name}", m.get(name))

@@ -172,15 +172,23 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--stale", action="store_true", help="list RUNNING runs whose process is gone")
     parser.add_argument("--kill", action="store_true", help="also mark them KILLED, with the reason as the tag "
                         f"{KILLED_REASON_TAG}")
+    parser.add_argument("--sync", action="store_true", help="send what jobs queued for a tracking server while it "
+                        "was down and could not send before they ended (their outboxes: $NNLAB_OUTBOX_DIR, by "
+                        "default ~/.cache/nnlab/outbox)")
     parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", help="only this experiment (default: every active one)")
     parser.add_argument("--max-silence", type=float, default=DEFAULT_SILENCE_S / 60, metavar="MINUTES",
                         help="a run on another host is stale after this long without a heartbeat "
                         f"(default {DEFAULT_SILENCE_S / 60:g}; the heartbeat comes with each epoch's metrics)")
     args = parser.parse_args(argv)
+    if args.sync:
+        sync(args.uri)
+        if not args.stale:
+            return
     if not args.stale:
         raise NnlabError("Say what to look for: `nnlab runs --stale` lists runs whose process died, "
-                         "`nnlab runs --stale --kill` also marks them KILLED.")
+                         "`nnlab runs --stale --kill` also marks them KILLED, `nnlab runs --sync` sends queued "
+                         "records.")
     if args.max_silence <= 0:
         raise NnlabError(f"--max-silence must be a positive number of minutes, not {args.max_silence:g}.")
     uri = find_store(args.uri)
@@ -190,7 +198,8 @@ def main(argv: list[str]) -> None:
                                                                                   max_results=50000)}
     ids = list(experiments)
     if args.experiment:
-        ids = [i for i, name in experiments.items() if name == args.experiment]
+        ids = [i for i, name in experiments.items()
+               if name == args.experiment or name.endswith(f"/{args.experiment}")]  # on a server: accounts' too
         if not ids:
             hint = closest(args.experiment, experiments.values())
             raise NnlabError(f"No experiment '{args.experiment}' in {uri}"
@@ -206,6 +215,19 @@ def main(argv: list[str]) -> None:
         print(f"\nnnlab: marked {len(killed)} of {len(stale)} stale runs KILLED in {where}.")
     else:
         print(f"\nnnlab: {len(stale)} stale runs in {where}; `nnlab runs --stale --kill` marks them KILLED.")
+
+
+def sync(uri: str | None) -> None:
+    """Send the records that ended jobs left queued for this store; one sentence where some could not be sent."""
+    from nnlab.tracking.delivery import outbox_root, sync_all
+
+    client = store_client(find_store(uri))
+    done, left, elsewhere = sync_all(client)
+    other = f" ({elsewhere} queued for other stores stay in {outbox_root()})" if elsewhere else ""
+    if left:
+        raise NnlabError(f"{left} queued records could not be sent to {client.tracking_uri} (is the server "
+                         f"up?); they stay queued: run `nnlab runs --sync` again later{other}.")
+    print(f"nnlab: the queued records of {done} runs reached {client.tracking_uri}{other}.")
 
 
 def table(stale: list[tuple[Run, str]], experiments: dict[str, str]) -> str:

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from nnlab.errors import NnlabError
 from nnlab.files import NoSpaceError, free_bytes, is_disk_full, megabytes
+from nnlab.tracking.accounts import own_experiment
 
 PROBE_TIMEOUT_S = 5  # connecting to a tracking server; its answer gets PROBE_TIMEOUT_S - 1 more
 LOCK_TIMEOUT_S = 300  # waiting for another process to create or migrate a SQLite store
@@ -191,7 +192,7 @@ def open_store(uri: str, experiment: str, artifact_location: str | None = None) 
     location = artifact_location or default_artifact_location(uri)
     with store_lock(uri), full_store_guard(uri):
         client = MlflowClient(uri)
-        experiment_id = ensure_experiment(client, experiment, location)
+        experiment_id = ensure_experiment(client, own_experiment(uri, experiment), location)
     return uri, client, experiment_id
 
 

@@ -8,12 +8,12 @@ Never lose a run: each run records the host and process that run it plus a heart
 can tell a run whose process died; SIGTERM unwinds a job like Ctrl-C, so its run ends KILLED instead of staying
 RUNNING."""
 
-import hashlib
 import math
 import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,8 +29,20 @@ from mlflow.tracking import MlflowClient
 
 from nnlab.config import TrackingConfig
 from nnlab.files import is_disk_full, space_guard
-from nnlab.processes import process_start_time  # noqa: F401  (track.process_start_time, as before)
+from nnlab.processes import process_start_time
+from nnlab.errors import NnlabError
+from nnlab.tracking.accounts import ACCOUNT_TAG, account  # noqa: F401  (track.process_start_time, as before)
+from nnlab.tracking.datasets import (  # noqa: F401  (track.array_digest…, as before)
+    DATA_CONTEXTS,
+    DIGEST_SAMPLE_BYTES,
+    array_digest,
+    context_of,
+    dataset_source,
+    log_datasets,
+)
 from nnlab.tracking.logged_model import local_folder, log_model
+from nnlab.tracking.delivery import end_run, outbox_folder, run_outbox, send_left_behind  # noqa: F401
+from nnlab.tracking.outbox import Outbox
 from nnlab.tracking.store import (  # noqa: F401  (the commands' track.find_store…)
     find_store,
     full_store_error,
@@ -52,10 +64,9 @@ KILLED_REASON_TAG = "nnlab.killed_reason"
 HEARTBEAT_EVERY_S = 60
 MAX_PARAM_CHARS = 6000  # MLflow's limit for a param value
 BATCH = 100  # MLflow's limit on params per log_batch call
+MODEL_WAIT_S = 600  # how long the end of a job waits for a server that is down to log the model
 # What the MLflow UI shows as a run's description.
 NOTE_TAG = "mlflow.note.content"
-DATA_CONTEXTS = {"train": "training", "val": "validation", "test": "test"}  # mlflow.data.context values
-DIGEST_SAMPLE_BYTES = 4 << 20  # a dataset digest hashes shape, dtype and at most this many bytes of rows
 
 
 def process_tags() -> dict[str, str]:
@@ -105,48 +116,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def dataset_source(source: str):
-    """An MLflow dataset source: a local path (a file or folder the data was read from), or where the data has
-    no files of its own (bundled, generated) a code source that says so."""
-    import warnings
-
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-
-    if not os.path.isabs(source):
-        return CodeDatasetSource({"nnlab.data_origin": source})
-    with warnings.catch_warnings():  # "" and "file" URIs both resolve to a local source, and MLflow says so
-        warnings.simplefilter("ignore", UserWarning)
-        return resolve_dataset_source(source)
-
-
-def array_digest(*arrays: Any, budget: int = DIGEST_SAMPLE_BYTES) -> str:
-    """A dataset fingerprint that stays cheap for big (or memory-mapped) image arrays: each array's shape and
-    dtype, plus evenly spaced rows (the first and last among them) up to `budget` bytes per array."""
-    import numpy as np
-
-    sha = hashlib.sha256()
-    for array in arrays:
-        if array is None:
-            continue
-        array = np.asarray(array)
-        sha.update(f"{array.shape}|{array.dtype.str}|".encode())
-        if array.ndim == 0 or len(array) == 0:
-            sha.update(np.ascontiguousarray(array).tobytes())
-            continue
-        rows = max(1, min(len(array), budget // max(1, array[0].nbytes)))
-        picked = array if rows == len(array) else array[np.linspace(0, len(array) - 1, rows).round().astype(int)]
-        sha.update(np.ascontiguousarray(picked).tobytes())
-    return sha.hexdigest()[:16]
-
-
-def context_of(dataset_input) -> str | None:
-    """A dataset input's context (training, validation, test), from its tag."""
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-    return next((t.value for t in dataset_input.tags if t.key == MLFLOW_DATASET_CONTEXT), None)
-
-
 def git_commit(cwd: str | None = None) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5,
@@ -160,8 +129,9 @@ class RunLogger:
     """Thin wrapper over MlflowClient that batches and never logs NaN as a silent zero."""
 
     def __init__(self, client: MlflowClient, run_id: str, held: ExitStack | None = None,
-                 artifact_uri: str | None = None):
-        self.client, self.run_id = client, run_id
+                 artifact_uri: str | None = None, outbox: Outbox | None = None):
+        self.client, self.run_id, self.outbox = client, run_id, outbox
+        self.waited = 0.0
         self.last_beat = time.monotonic()  # the run starts with a heartbeat tag
         self.held = held
         self.artifact_dir = local_folder(artifact_uri)
@@ -179,14 +149,33 @@ class RunLogger:
         return space_guard(tempfile.gettempdir(), self.artifact_dir, what="for the run's files",
                            hint="free some space there (TMPDIR and tracking.artifact_location choose the folders)")
 
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Time the job spends handing records to tracking: summed into `logging_seconds` at the run's end."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.waited += time.perf_counter() - start
+
+    def batch(self, metrics: Sequence[Metric] = (), params: Sequence[Param] = (), tags: Sequence[RunTag] = ()) -> None:
+        """Into the outbox where there is one (it sends in MLflow's batch sizes), else straight to the store."""
+        with self.waiting():
+            self.send(metrics, params, tags)
+
+    def send(self, metrics: Sequence[Metric], params: Sequence[Param], tags: Sequence[RunTag]) -> None:
+        if self.outbox is not None:
+            self.outbox.batch(metrics, params, tags)
+            return
+        for i in range(0, max(len(metrics), len(params), len(tags)), BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + BATCH], params=params[i : i + BATCH],
+                                  tags=tags[i : i + BATCH])
+
     def params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()]
-        for i in range(0, len(items), BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + BATCH])
+        self.batch(params=[Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()])
 
     def tags(self, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
-        self.client.log_batch(self.run_id, tags=items)
+        self.batch(tags=[RunTag(k, str(v)) for k, v in tags.items() if v is not None])
 
     def metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Log metrics at `step`; at most once a minute the heartbeat tag rides along in the same call."""
@@ -196,20 +185,30 @@ class RunLogger:
         if time.monotonic() - self.last_beat >= HEARTBEAT_EVERY_S:
             self.last_beat = time.monotonic()
             beat = [RunTag(HEARTBEAT_TAG, str(now // 1000))]
-        for i in range(0, max(len(items), len(beat)), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 1000], tags=beat if i == 0 else [])
+        self.batch(metrics=items, tags=beat)
 
     def text(self, text: str, path: str) -> None:
-        with self.space_guard():
-            self.client.log_text(self.run_id, text, path)
+        with self.waiting(), self.space_guard():
+            if self.outbox is not None:
+                self.outbox.text(text, path)
+            else:
+                self.client.log_text(self.run_id, text, path)
 
     def figure(self, fig, path: str) -> None:
-        with self.space_guard():
-            self.client.log_figure(self.run_id, fig, path)
+        with self.waiting(), self.space_guard():
+            if self.outbox is None:
+                self.client.log_figure(self.run_id, fig, path)
+                return
+            with tempfile.TemporaryDirectory() as tmp:
+                fig.savefig(Path(tmp) / Path(path).name)
+                self.outbox.artifact(Path(tmp) / Path(path).name, os.path.dirname(path) or None)
 
     def file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
-        with self.space_guard():
-            self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
+        with self.waiting(), self.space_guard():
+            if self.outbox is not None:
+                self.outbox.artifact(local_path, artifact_dir)
+            else:
+                self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
 
     def epoch_logger(self):
         """A Keras callback logging each epoch's metrics and learning rate here (imports Keras on first use, so
@@ -219,37 +218,18 @@ class RunLogger:
         return EpochMetrics(self.metrics)
 
     def datasets(self, splits: Mapping[str, Any], name: str, source: str) -> None:
-        """The training, validation and test data as MLflow dataset inputs (the UI's Datasets column):
-        `splits` maps train/val/test to (x, y) or None; each is logged as "<name>-<split>" with its context
-        (training, validation, test), the source it came from and a digest of a sample (`array_digest`).
-        Inputs the run already has are left out: `nnlab resume` logs the data of the run it reopens again."""
-        import mlflow.data
-        from mlflow.entities import DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-        origin, have = dataset_source(source), self.dataset_inputs()
-        inputs = []
-        for split, arrays in splits.items():
-            if arrays is None:
-                continue
-            x, y = arrays
-            key = (f"{name}-{split}", array_digest(x, y), DATA_CONTEXTS.get(split, split))
-            if key in have:
-                continue
-            dataset = mlflow.data.from_numpy(x, source=origin, targets=y, name=key[0], digest=key[1])
-            inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, key[2])]))
-        if inputs:
-            self.client.log_inputs(self.run_id, datasets=inputs)
-
-    def dataset_inputs(self) -> set[tuple[str, str, str | None]]:
-        """(name, digest, context) of each dataset input the run has."""
-        inputs = self.client.get_run(self.run_id).inputs
-        return {(i.dataset.name, i.dataset.digest, context_of(i)) for i in (inputs.dataset_inputs if inputs else [])}
+        """The training, validation and test data as MLflow dataset inputs (`datasets.log_datasets`)."""
+        log_datasets(self.client, self.run_id, splits, name, source)
 
     def model(self, model, formats: Sequence[str] = ("keras",), export_dir: str | None = None,
               example: Any = None, serving: Any = None, name: str | None = None) -> str:
         """Save the model's files and log its MLflow Model (named `name`, e.g. the model's builder), all or nothing:
-        `logged_model.log_model`."""
+        `logged_model.log_model`. A server's run first waits for its outbox to drain (the server to be back after an
+        outage, MODEL_WAIT_S at most): the MLflow Model is made by calls that cannot be queued."""
+        if self.outbox is not None and self.outbox.flush(MODEL_WAIT_S):
+            raise NnlabError(f"The tracking server did not take this run's queued records within {MODEL_WAIT_S} s, "
+                             f"so its model cannot be logged; the checkpoint keeps the weights: `nnlab resume "
+                             f"{self.run_id}` once the server is back.")
         return log_model(self.client, self.run_id, model, formats, export_dir, example, serving, name)
 
     def note(self, text: str) -> None:
@@ -266,24 +246,31 @@ def start_run(tracking: TrackingConfig, tags: Mapping[str, Any], run_id: str | N
     uri, client, experiment_id = open_store(tracking.uri, tracking.experiment, tracking.artifact_location)
     mlflow.set_tracking_uri(uri)
     all_tags = {**{k: str(v) for k, v in tags.items() if v is not None}, **tracking.tags, **process_tags()}
+    if account(uri):
+        all_tags[ACCOUNT_TAG] = account(uri)
     started = run_id
     try:
         if run_id is not None and "error" in client.get_run(run_id).data.tags:
             client.delete_tag(run_id, "error")  # the interruption that stopped it is history now
-        with ExitStack() as held, mlflow.start_run(
-                run_id=run_id, experiment_id=None if run_id else experiment_id,
-                run_name=None if run_id else tracking.run_name, tags=all_tags,
-                log_system_metrics=True if tracking.system_metrics else None) as run:
+        if run_id is not None:
+            send_left_behind(client, run_id)  # before the run is RUNNING again: an old end must not follow it
+        with ExitStack() as held:
+            run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
+                                   run_name=None if run_id else tracking.run_name, tags=all_tags,
+                                   log_system_metrics=True if tracking.system_metrics else None)
             started = run.info.run_id
-            logger = RunLogger(client, run.info.run_id, held, run.info.artifact_uri)
+            logger = RunLogger(client, started, held, run.info.artifact_uri, run_outbox(uri, client, started))
+            status = "FINISHED"
             try:
                 yield logger
+                logger.metrics({"logging_seconds": logger.waited})  # what the job waited on tracking, in all
             except BaseException as err:
-                # mlflow.start_run marks any exception FAILED; keep the why with it, and call an interruption KILLED.
+                # Keep the why with the run, and call an interruption KILLED.
+                status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
                 record_error(logger, err)
-                if isinstance(err, KeyboardInterrupt):
-                    mlflow.end_run("KILLED")
                 raise
+            finally:
+                end_run(logger, status, uri)
     except Exception as err:
         if not store_is_full(err):
             raise

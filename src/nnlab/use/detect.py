@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.errors import NnlabError
+from nnlab.imports import add_plugin_options
 
 STRIDE = 32  # the pyramid's coarsest stride (RetinaNet's max_level 5): image sides must divide by it
 RUN_ID = re.compile(r"(runs:/)?[0-9a-f]{32}(/.*)?")
@@ -30,16 +31,18 @@ COCO = ("__background__ person bicycle car motorcycle airplane bus train truck b
         "clock vase scissors teddy_bear hair_drier toothbrush").split()
 
 
-def load_detector(ref: str, uri: str | None):
-    """(model, class names, channels, pixel limit) of a run or a KerasHub preset (Pillow's limit)."""
+def load_detector(ref: str, uri: str | None, plugins: list[str] | tuple[str, ...] = (), trust_plugins: bool = False):
+    """(model, class names, channels, pixel limit) of a run or a KerasHub preset (Pillow's limit). A run's listed
+    plugins are imported only as `plugins` or with `trust_plugins` (nnlab.imports.run_plugins)."""
     from nnlab.data.images import MAX_PIXELS
+    from nnlab.imports import import_plugins
 
     if RUN_ID.fullmatch(ref):
 
         from nnlab.tracking import store
         from nnlab.use.trained import load_model, load_source
 
-        source = load_source(ref, store.client(uri))
+        source = load_source(ref, store.client(uri), plugins, trust_plugins)
         model = load_model(source)
         if not hasattr(model, "decode_predictions"):  # what makes a KerasHub model a detector
             raise NnlabError(f"Run {source.run_id} trained a {source.record.get('task')} model, not a detector; "
@@ -48,6 +51,7 @@ def load_detector(ref: str, uri: str | None):
         return model, list(source.record.get("class_names") or []), source.record["input_shape"][-1], limit
     from nnlab.models.retinanet import keras_hub
 
+    import_plugins(list(plugins))
     hub = keras_hub()
     try:
         model = hub.models.ObjectDetector.from_preset(ref)
@@ -87,7 +91,8 @@ def matched(found: np.ndarray, labels: np.ndarray, truth: np.ndarray, iou: float
 
 def detect(ref: str, image: str | Path, top: int = 10, min_score: float = 0.3, out: str | Path | None = None,
            uri: str | None = None, size: list[int] | None = None, max_side: int = 1024,
-           truth: str | Path | None = None) -> dict:
+           truth: str | Path | None = None, plugins: list[str] | tuple[str, ...] = (),
+           trust_plugins: bool = False) -> dict:
     """Detect objects on `image`; writes detections.png, .csv and .json to `out` (default detections/<stem>/)
     and returns {"detections": [...], "found", "present", "precision"} (the last three with `truth`)."""
     import pandas as pd
@@ -101,7 +106,7 @@ def detect(ref: str, image: str | Path, top: int = 10, min_score: float = 0.3, o
     path = Path(image)
     if not path.is_file():
         raise NnlabError(f"{path} is not a file; pass the picture to search.")
-    model, names, channels, max_pixels = load_detector(ref, uri)
+    model, names, channels, max_pixels = load_detector(ref, uri, plugins, trust_plugins)
     try:
         h, w = fitted_size(*image_size(path, max_pixels), size, max_side)
         pixels = decode_one(path, (h, w), "L" if channels == 1 else "RGB", False, max_pixels)
@@ -170,6 +175,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--truth", help="JSON list of true [x_min, y_min, x_max, y_max, class] rows: score them")
     parser.add_argument("--scene", type=int, metavar="N", help="instead of IMAGE: a new canvas of N held-out scenes "
                         "items (digits) at --size (default 352 352), written as scene.png with its boxes, and scored")
+    add_plugin_options(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if (args.image is None) == (args.scene is None):
@@ -179,7 +185,7 @@ def main(argv: list[str]) -> None:
     if args.scene is not None:
         args.image, args.truth = write_scene(out, args.scene, args.size or [352, 352])
     result = detect(args.ref, args.image, args.top, args.min_score, out, args.uri, args.size, args.max_side,
-                    args.truth)
+                    args.truth, args.plugins, args.trust_plugins)
     for row in result["detections"][:20]:
         print(f"  {row['class']:>16} {row['score']:.3f}  [{row['x_min']:.0f}, {row['y_min']:.0f}, "
               f"{row['x_max']:.0f}, {row['y_max']:.0f}]")

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from nnlab.errors import ConfigError, NnlabError
+from nnlab.imports import add_plugin_options
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +139,11 @@ def check_fit(source, model, data, dataset_name: str) -> list[str]:
     return []
 
 
-def evaluate(run_id: str, overrides: list[str] | tuple[str, ...] = (), uri: str | None = None) -> Evaluation:
+def evaluate(run_id: str, overrides: list[str] | tuple[str, ...] = (), uri: str | None = None,
+             plugins: list[str] | tuple[str, ...] = (), trust_plugins: bool = False) -> Evaluation:
     """Score run `run_id`'s model (store: `uri`, else $MLFLOW_TRACKING_URI, else ./mlflow.db) on its test set, or
-    on the one the overrides describe; log it as a new run in the source run's experiment."""
+    on the one the overrides describe; log it as a new run in the source run's experiment. Plugins the run lists
+    are imported only as `plugins` or with `trust_plugins` (nnlab.imports.run_plugins)."""
     from omegaconf import OmegaConf
 
     from nnlab import __version__
@@ -156,7 +159,7 @@ def evaluate(run_id: str, overrides: list[str] | tuple[str, ...] = (), uri: str 
     overrides = list(overrides)
     client = store.client(uri)
     uri = client.tracking_uri
-    source = load_source(run_id, client)
+    source = load_source(run_id, client, plugins, trust_plugins)
     node, cfg = evaluation_config(source.config_text, overrides)
     import_keras_quietly()
     runtime = runtime.setup_runtime(cfg.seed, False, cfg.trainer.threads)  # clears Keras's session: model after it
@@ -200,6 +203,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("run", help="the run's id, or runs:/<id>")
     parser.add_argument("overrides", nargs="*", help=f"{ALLOWED} (Hydra style, applied to the run's config.yaml)")
     parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    add_plugin_options(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run, not per file
-    evaluate(args.run, args.overrides, args.uri)
+    evaluate(args.run, args.overrides, args.uri, args.plugins, args.trust_plugins)

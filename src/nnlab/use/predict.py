@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nnlab.errors import NnlabError
+from nnlab.imports import add_plugin_options
 from nnlab.use.inputs import Part, gather, image_spec, unique_names
 from nnlab.use.trained import Source, input_shape, load_model, load_source, run_id_of
 
@@ -21,10 +22,12 @@ OUTPUTS = ("predictions.csv", "predictions.png", "submission.csv", "skipped.txt"
 
 
 def predict(run_id: str, inputs: Sequence[str | Path], out: str | Path | None = None, uri: str | None = None,
-            batch_size: int | None = None, submission: bool = False) -> "pd.DataFrame":  # noqa: F821
+            batch_size: int | None = None, submission: bool = False, plugins: Sequence[str] = (),
+            trust_plugins: bool = False) -> "pd.DataFrame":  # noqa: F821
     """Predict with run `run_id`'s model (store: `uri`, else $MLFLOW_TRACKING_URI, else ./mlflow.db) on
     `inputs`; writes predictions.csv (and predictions.png for images; submission.csv on request) to `out`
-    (default predictions/<run id>/) and returns the predictions as a DataFrame."""
+    (default predictions/<run id>/) and returns the predictions as a DataFrame. Plugins the run lists are
+    imported only as `plugins` (the user's copies) or with `trust_plugins` (nnlab.imports.run_plugins)."""
     import pandas as pd
 
     from nnlab.tasks import get_task
@@ -33,7 +36,7 @@ def predict(run_id: str, inputs: Sequence[str | Path], out: str | Path | None = 
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     client = store.client(uri)
-    source = load_source(run_id, client)
+    source = load_source(run_id, client, plugins, trust_plugins)
     load_model(source)
     task_name = source.record.get("task") or source.run.data.tags.get("task")
     if not task_name:
@@ -149,13 +152,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=int, help="default: the run's trainer.batch_size")
     parser.add_argument("--submission", action="store_true", help="also write submission.csv (id = file stem, "
                         "label = predicted class index) for a two-class image model")
+    add_plugin_options(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run, not per file
     if args.batch_size is not None and args.batch_size < 1:
         raise NnlabError(f"--batch-size={args.batch_size} must be 1 or more.")
     out = Path(args.out) if args.out else Path("predictions") / run_id_of(args.run)
     frame = predict(args.run, args.inputs, out=out, uri=args.uri, batch_size=args.batch_size,
-                    submission=args.submission)
+                    submission=args.submission, plugins=args.plugins, trust_plugins=args.trust_plugins)
     shown = frame.head(20)
     print(shown.to_string(index=False, max_colwidth=60))
     if len(frame) > len(shown):

@@ -8,6 +8,7 @@ stds). `nnlab predict`, `nnlab evaluate` and `nnlab detect` start here.
 import importlib
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +55,14 @@ def artifact_names(client, run_id: str, folder: str | None = None) -> set[str]:
 
 
 
-def load_source(run_ref: str, client) -> Source:
-    """The run (one sentence when it is unknown, or has no model or config), its config and record."""
+def load_source(run_ref: str, client, plugins: Sequence[str] = (), trust_plugins: bool = False) -> Source:
+    """The run (one sentence when it is unknown, or has no model or config), its config and record. `plugins`
+    (the user's) are imported; those the run's stored config lists only with `trust_plugins`, else a listed one
+    not passed fails in one sentence before anything loads (nnlab.imports.run_plugins)."""
     from omegaconf import OmegaConf
 
     from nnlab.config import typed_config
-    from nnlab.imports import import_plugins
+    from nnlab.imports import run_plugins
     from nnlab.tracking.store import get_run, run_config, run_text
 
     run_id = run_id_of(run_ref)
@@ -69,7 +72,7 @@ def load_source(run_ref: str, client) -> Source:
                          "running, or was trained with trainer.save_model=false); predict with a finished run.")
     top = artifact_names(client, run_id)
     text = run_config(client, run_id)
-    import_plugins(list(OmegaConf.create(text).get("plugins") or []))
+    run_plugins(list(OmegaConf.create(text).get("plugins") or []), plugins, trust_plugins, run_id)
     config = typed_config(text)
     record = json.loads(run_text(client, run_id, "preprocessing.json")) if "preprocessing.json" in top else {}
     if not record:  # runs logged before preprocessing.json: what the run's tags and reports tell
@@ -111,7 +114,7 @@ def load_model(source: Source):
         except (ValueError, TypeError, OSError) as err:
             raise NnlabError(f"The model of run {source.run_id} cannot be loaded ({type(err).__name__}: "
                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); it may need a plugin "
-                             "that is not importable here.") from err
+                             "that is not importable here (pass it with --plugins).") from err
     return source.model
 
 

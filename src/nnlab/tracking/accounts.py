@@ -1,0 +1,50 @@
+"""Who a client of a tracking server is, and what that means for names: each account's experiments are its own
+(`<account>/<name>`), a reader's `name` finds every account's that it may read, and no password reaches a run.
+
+A client signs in the MLflow way: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or MLflow's credentials
+file (~/.mlflow/credentials). A URL that carries them (http://alice:secret@host) works too, and is recorded
+without them."""
+
+import re
+
+from mlflow.tracking import MlflowClient
+
+ACCOUNT_TAG = "nnlab.account"  # who logged a run on a server (reports across students show it)
+CREDENTIALS = re.compile(r"([A-Za-z][\w+.-]*://)[^/\s'\"]+@")  # scheme://user:password@ -> scheme://
+
+
+def account(uri: str) -> str | None:
+    """The account a client of a tracking server signs in as (MLFLOW_TRACKING_USERNAME, else MLflow's credentials
+    file); None for a local store."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    from urllib.parse import unquote, urlsplit
+
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    in_url = urlsplit(uri).username
+    return unquote(in_url) if in_url else read_mlflow_creds().username or None
+
+
+def own_experiment(uri: str, name: str) -> str:
+    """The experiment a job logs to: on a server with accounts, `<account>/<name>`, so that two students'
+    `fashion_mnist` runs do not collide (MLflow's experiment names are global, and each is private to whoever
+    made it); elsewhere `name` itself."""
+    user = account(uri)
+    return name if user is None or name.startswith(f"{user}/") else f"{user}/{name}"
+
+
+def experiments_named(client: MlflowClient, name: str) -> list:
+    """The experiments a reader means by `name`: the one of that name, and every account's `<account>/<name>` that
+    this client may read (a student: their own; a teacher: every student's)."""
+    quoted = name.replace("'", "''")
+    found = [*client.search_experiments(filter_string=f"name = '{quoted}'"),
+             *client.search_experiments(filter_string=f"name LIKE '%/{quoted}'", max_results=1000)]
+    unique = {e.experiment_id: e for e in found if e.name == name or e.name.endswith(f"/{name}")}
+    return sorted(unique.values(), key=lambda e: e.name)
+
+
+def redact(text: str) -> str:
+    """`text` with the user name and password of every URL in it removed (http://alice:secret@host/ ->
+    http://host/): what a run, a log or a printed line may say of a store."""
+    return CREDENTIALS.sub(r"\1", text)
