@@ -83,7 +83,7 @@ def test_the_default_job_gets_the_schemas_values_unchanged():
     cfg = OmegaConf.to_object(composed())
     assert cfg.trainer == TrainerConfig()
     assert cfg.optimizer == AdamConfig()
-    assert cfg.tracking == TrackingConfig()
+    assert cfg.tracking == OmegaConf.to_object(OmegaConf.structured(TrackingConfig()))  # $MLFLOW_TRACKING_URI resolved
     assert cfg.augment == AugmentConfig()
     assert cfg.seed == Config.seed
 

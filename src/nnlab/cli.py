@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnlab import config as _config  # noqa: F401  (registers the schemas before Hydra composes)
 from nnlab.errors import ConfigError, NnlabError, closest, unknown_name
+from nnlab.tracking.accounts import redact  # no password of a store's URL in what the CLI prints
 
 EXIT_CONFIG, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
 COMMANDS = ("report", "resume", "runs", "predict", "evaluate", "detect", "course", "labs", "server")
@@ -207,7 +208,7 @@ def guarded(action, full_errors: bool = False):
     except NnlabError as err:
         if full_errors:
             raise
-        print(f"nnlab: error: {err}", file=sys.stderr)
+        print(f"nnlab: error: {redact(str(err))}", file=sys.stderr)
         sys.exit(EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_RUNTIME)
     except Exception as err:  # noqa: BLE001  (the CLI's last line of defence: one sentence, non-zero)
         if full_errors:
@@ -220,7 +221,7 @@ def guarded(action, full_errors: bool = False):
         if message is not None:
             print(f"nnlab: error: {message}", file=sys.stderr)
             sys.exit(EXIT_RUNTIME)
-        print(f"nnlab: error: {type(err).__name__}: {err} (HYDRA_FULL_ERROR=1 shows the traceback; "
+        print(f"nnlab: error: {type(err).__name__}: {redact(str(err))} (HYDRA_FULL_ERROR=1 shows the traceback; "
               f"a started run keeps it in error.txt).", file=sys.stderr)
         sys.exit(EXIT_RUNTIME)
 

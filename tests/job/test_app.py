@@ -129,3 +129,17 @@ def test_the_description_gives_scores_as_percentages_and_errors_as_numbers():
     assert (get_task("regression").describe({"test_mae": 0.31234, "test_mae_original": 2.4139})
             == "test MAE 0.3123 (2.414 in the target's units)")
     assert get_task("regression").describe({}) == "no test MAE"
+
+
+def test_a_store_url_with_a_password_is_in_no_printed_line_nor_in_hydras_files(nnlab_main, tmp_path):
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    code, errors = nnlab_main(f"tracking.uri=http://alice:S3cretPw@127.0.0.1:{port}", "trainer.epochs=1")
+    assert code != 0 and len(errors) == 1 and "cannot be reached" in errors[0]
+    assert "S3cretPw" not in errors[0] and f"http://127.0.0.1:{port}" in errors[0]
+    saved = [p for p in (tmp_path / "outputs").rglob("*.yaml")]
+    assert saved and not any("S3cretPw" in p.read_text() for p in saved)
+    assert any(f"http://127.0.0.1:{port}" in p.read_text() for p in saved)

@@ -47,11 +47,14 @@ for _name, _fn in (("nnlab.user_data_dir", user_data_dir), ("nnlab.cache_dir", c
         OmegaConf.register_new_resolver(_name, _fn)
 
 
+DEFAULT_STORE = "sqlite:///mlflow.db"  # one person's store, in the working directory
+
+
 @dataclass
 class TrackingConfig:
-    # $MLFLOW_TRACKING_URI where set (a class's server), else a SQLite file; relative paths resolve against the
+    # $MLFLOW_TRACKING_URI where set (a class's server), else DEFAULT_STORE; relative paths resolve against the
     # working directory
-    uri: str = "${oc.env:MLFLOW_TRACKING_URI,sqlite:///mlflow.db}"
+    uri: str = "${oc.env:MLFLOW_TRACKING_URI," + DEFAULT_STORE + "}"
     experiment: str = "nnlab"
     run_name: str | None = None
     artifact_location: str | None = None  # None: ./mlartifacts beside a SQLite store

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nnlab.config import TrackingConfig
+from nnlab.config import DEFAULT_STORE, TrackingConfig
 from nnlab.course import feeds, layout
 from nnlab.course.labs import Exercise, exercise_of
 from nnlab.errors import ConfigError, NnlabError
@@ -236,7 +236,7 @@ def store_uri(uri: str | None) -> str:
     """--uri, else $MLFLOW_TRACKING_URI, else the tracking default (./mlflow.db): the store `nnlab report` reads."""
     from nnlab.tracking import track
 
-    return track.resolve_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or TrackingConfig().uri)
+    return track.resolve_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE)
 
 
 def grade(script: str | Path, data_path: str | Path, lab: str | None = None, epochs: int | None = None,

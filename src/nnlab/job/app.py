@@ -2,6 +2,7 @@
 interrupted run continued)."""
 
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -9,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from nnlab import __version__
 from nnlab.config import Config, TrackingConfig
 from nnlab.errors import ConfigError
+from nnlab.files import write_text
 from nnlab.imports import import_plugins
 from nnlab.job.body import name_of, train_and_log
 from nnlab.tracking.accounts import own_experiment, redact
@@ -64,6 +66,24 @@ def hydra_tags() -> dict[str, Any]:
             "hydra.output_dir": HydraConfig.get().runtime.output_dir}
 
 
+def scrub_hydra_files() -> None:
+    """Hydra saves the command line and the config in the job's folder (and a sweep's) as typed, where others may
+    read them: a store URL typed with a password in it is kept there without it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    files = list(Path(hc.runtime.output_dir, hc.output_subdir).glob("*.yaml")) if hc.output_subdir else []
+    if hc.mode == RunMode.MULTIRUN:
+        files.append(Path(hc.sweep.dir) / "multirun.yaml")
+    for path in files:
+        text = path.read_text() if path.is_file() else ""
+        if redact(text) != text:
+            write_text(path, redact(text))
+
+
 def run(cfg: DictConfig) -> float | None:
     """Train one configured experiment and log it; returns the metric a sweeper optimises."""
     missing = sorted(OmegaConf.missing_keys(cfg))
@@ -71,6 +91,7 @@ def run(cfg: DictConfig) -> float | None:
         raise ConfigError(f"{', '.join(missing)} must be set for this config: add e.g. {missing[0]}=... to the "
                           "command line or to your experiment YAML.")
     yaml_text = redact(OmegaConf.to_yaml(cfg, resolve=True))  # what the run records: no password of a URL
+    scrub_hydra_files()
     import_plugins(list(cfg.plugins))
     typed: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     from nnlab.job import sweep

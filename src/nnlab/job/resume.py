@@ -23,6 +23,7 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from nnlab.tracking.accounts import redact
 from nnlab.errors import NnlabError
 from nnlab.job.body import CHECKPOINT_TAG
 
@@ -120,7 +121,7 @@ def resume(run_id: str, uri: str | None = None, plugins: list[str] | tuple[str, 
             task, metrics, stopped_by = train_and_log(
                 cfg, yaml_text, logger, resume={**state, "weights": str(weights), "folder": folder})
     print(f"\nnnlab: run {run_id} resumed from epoch {state['epoch']} and FINISHED ({stopped_by}): "
-          f"{ {k: round(v, 4) for k, v in metrics.items() if k in ('test_loss', task.headline)} }\n  store: {uri}")
+          f"{ {k: round(v, 4) for k, v in metrics.items() if k in ('test_loss', task.headline)} }\n  store: {redact(uri)}")
     return task.objective_value(metrics)
 
 

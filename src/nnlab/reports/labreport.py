@@ -21,7 +21,7 @@ from nnlab.errors import NnlabError
 from nnlab.reports import render, report
 from nnlab.reports.labindex import Bar, Lab, get_lab
 from nnlab.tasks import higher_is_better
-from nnlab.tracking.accounts import experiments_named
+from nnlab.tracking.accounts import experiments_named, redact
 from nnlab.tracking.track import ROLE_TAG, SWEEP_TAG
 
 IMAGES = (".png", ".jpg", ".jpeg", ".svg")
@@ -179,7 +179,7 @@ def build(client: MlflowClient, name: str, out: str | Path | None = None) -> tup
     lab = get_lab(name)
     runs = lab_runs(client, lab)
     if not runs:
-        raise NnlabError(f"No runs of lab '{lab.name}' in the store {client.tracking_uri} ({lab.runs_text()}); "
+        raise NnlabError(f"No runs of lab '{lab.name}' in the store {redact(client.tracking_uri)} ({lab.runs_text()}); "
                          f"run `{lab.commands[0]}` first (with the same --uri / tracking.uri).")
     folder = Path(out) if out is not None else Path("reports") / f"lab_{lab.name}"
     table, full, swept, metric, ordered = lab_table(lab, runs)
@@ -191,7 +191,7 @@ def build(client: MlflowClient, name: str, out: str | Path | None = None) -> tup
     blocks: list[tuple] = [
         ("h1", f"Lab {lab.name}: {lab.title}"), ("p", f"{lab.source}: {lab.asks}"),
         ("li", [f"command: {c}" for c in lab.commands] + [f"measured here: {lab.measured()}",
-                                                           (f"runs: {len(runs)} from {client.tracking_uri}, "
+                                                           (f"runs: {len(runs)} from {redact(client.tracking_uri)}, "
                                                             f"{lab.runs_text()}")]),
         ("h2", "The bar"),
         ("p", bar_sentence(lab.bar, table, ordered) if lab.bar else "No bar stated: the lab asks for the "

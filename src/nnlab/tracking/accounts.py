@@ -3,11 +3,9 @@
 
 A client signs in the MLflow way: MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, or MLflow's credentials
 file (~/.mlflow/credentials). A URL that carries them (http://alice:secret@host) works too, and is recorded
-without them."""
+without them. Light to import (MLflow is imported where needed): the CLI redacts every error sentence with it."""
 
 import re
-
-from mlflow.tracking import MlflowClient
 
 ACCOUNT_TAG = "nnlab.account"  # who logged a run on a server (reports across students show it)
 CREDENTIALS = re.compile(r"([A-Za-z][\w+.-]*://)[^/\s'\"]+@")  # scheme://user:password@ -> scheme://
@@ -34,7 +32,7 @@ def own_experiment(uri: str, name: str) -> str:
     return name if user is None or name.startswith(f"{user}/") else f"{user}/{name}"
 
 
-def experiments_named(client: MlflowClient, name: str) -> list:
+def experiments_named(client, name: str) -> list:
     """The experiments a reader means by `name`: the one of that name, and every account's `<account>/<name>` that
     this client may read (a student: their own; a teacher: every student's)."""
     quoted = name.replace("'", "''")

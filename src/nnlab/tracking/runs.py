@@ -23,6 +23,7 @@ from datetime import datetime
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
+from nnlab.tracking.accounts import redact
 from nnlab.errors import NnlabError, closest
 from nnlab.processes import pid_alive, process_start_time
 from nnlab.tracking.store import client as store_client
@@ -202,10 +203,10 @@ def main(argv: list[str]) -> None:
                if name == args.experiment or name.endswith(f"/{args.experiment}")]  # on a server: accounts' too
         if not ids:
             hint = closest(args.experiment, experiments.values())
-            raise NnlabError(f"No experiment '{args.experiment}' in {uri}"
+            raise NnlabError(f"No experiment '{args.experiment}' in {redact(uri)}"
                              + (f"; did you mean '{hint}'?" if hint else "; leave out --experiment to search all."))
     stale = find_stale(client, args.max_silence * 60, ids)
-    where = f"experiment '{args.experiment}'" if args.experiment else uri
+    where = f"experiment '{args.experiment}'" if args.experiment else redact(uri)
     if not stale:
         print(f"nnlab: no stale runs in {where}.")
         return
@@ -225,9 +226,9 @@ def sync(uri: str | None) -> None:
     done, left, elsewhere = sync_all(client)
     other = f" ({elsewhere} queued for other stores stay in {outbox_root()})" if elsewhere else ""
     if left:
-        raise NnlabError(f"{left} queued records could not be sent to {client.tracking_uri} (is the server "
+        raise NnlabError(f"{left} queued records could not be sent to {redact(client.tracking_uri)} (is the server "
                          f"up?); they stay queued: run `nnlab runs --sync` again later{other}.")
-    print(f"nnlab: the queued records of {done} runs reached {client.tracking_uri}{other}.")
+    print(f"nnlab: the queued records of {done} runs reached {redact(client.tracking_uri)}{other}.")
 
 
 def table(stale: list[tuple[Run, str]], experiments: dict[str, str]) -> str:

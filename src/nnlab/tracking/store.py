@@ -18,9 +18,10 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from nnlab.config import DEFAULT_STORE
 from nnlab.errors import NnlabError
 from nnlab.files import NoSpaceError, free_bytes, is_disk_full, megabytes
-from nnlab.tracking.accounts import own_experiment
+from nnlab.tracking.accounts import own_experiment, redact
 
 PROBE_TIMEOUT_S = 5  # connecting to a tracking server; its answer gets PROBE_TIMEOUT_S - 1 more
 LOCK_TIMEOUT_S = 300  # waiting for another process to create or migrate a SQLite store
@@ -51,7 +52,7 @@ def find_store(uri: str | None) -> str:
     $MLFLOW_TRACKING_URI, else ./mlflow.db; checked, and one sentence when it is not there. It also becomes
     MLflow's current tracking URI: parts of MLflow 3.17 ignore a client's own URI and use that one (listing a
     run's `model/` folder, which merges in the logged model's files; registering a `models:/<id>` source)."""
-    uri = resolve_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db")
+    uri = resolve_uri(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_STORE)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise NnlabError(f"No MLflow store at {uri.removeprefix('sqlite:///')}; run the command where the runs were "
                          "made, or name the store with --uri sqlite:///path/to/mlflow.db (or MLFLOW_TRACKING_URI).")
@@ -70,7 +71,7 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
     try:
         return client.get_run(run_id)
     except MlflowException as err:
-        raise NnlabError(f"No run '{run_id}' in this store, {client.tracking_uri} ({err.error_code}); copy the "
+        raise NnlabError(f"No run '{run_id}' in this store, {redact(client.tracking_uri)} ({err.error_code}); copy the "
                          "run's id from `mlflow ui`, `nnlab runs` or the job's console output.") from err
 
 
@@ -127,7 +128,7 @@ def check_server(uri: str) -> None:
     try:
         requests.get(uri.rstrip("/") + "/health", timeout=(PROBE_TIMEOUT_S, PROBE_TIMEOUT_S - 1), verify=verify)
     except requests.RequestException as err:
-        raise NnlabError(f"The MLflow server at {uri} cannot be reached ({probe_reason(err)}); start it, or point "
+        raise NnlabError(f"The MLflow server at {redact(uri)} cannot be reached ({probe_reason(err)}); start it, or point "
                          "tracking.uri (or --uri) at a reachable server or at a sqlite:///path/mlflow.db file."
                          ) from err
 
@@ -213,7 +214,7 @@ def full_store_error(uri: str, run_id: str | None = None, status: str | None = N
     from urllib.parse import unquote, urlparse
 
     path = sqlite_path(uri) or (Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else None)
-    where = f"{path} is full ({megabytes(free_bytes(path.parent))} free on its disk)" if path else f"at {uri} is full"
+    where = f"{path} is full ({megabytes(free_bytes(path.parent))} free on its disk)" if path else f"at {redact(uri)} is full"
     if run_id is None:
         then = "no run was started"
     elif status == "RUNNING":

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from nnlab.tracking.accounts import redact
 from nnlab.errors import ConfigError, NnlabError
 from nnlab.imports import add_plugin_options
 
@@ -192,7 +193,7 @@ def evaluate(run_id: str, overrides: list[str] | tuple[str, ...] = (), uri: str 
         new_id = run.run_id
     headline = {k: round(v, 4) for k, v in metrics.items() if k in ("test_loss", task.headline)}
     print(f"\nnnlab: evaluation run {new_id} of run {source.run_id} FINISHED in experiment '{experiment}': "
-          f"{headline}\n  store: {uri}")
+          f"{headline}\n  store: {redact(uri)}")
     return Evaluation(new_id, metrics, warnings)
 
 
