@@ -41,20 +41,27 @@ def cache_dir() -> str:
     return str(Path(base) / "nnlab")
 
 
+DEFAULT_STORE = "sqlite:///mlflow.db"  # one person's store, in the working directory
+# $MLFLOW_TRACKING_URI as the process found it: MLflow itself sets that variable whenever a job opens its store,
+# so read later it would send the next job of the same process (a notebook, a test) to the previous job's store.
+STARTING_STORE = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def default_store() -> str:
+    """tracking.uri's default: $MLFLOW_TRACKING_URI where the user set it (a class's server), else DEFAULT_STORE."""
+    return STARTING_STORE or DEFAULT_STORE
+
+
 for _name, _fn in (("nnlab.user_data_dir", user_data_dir), ("nnlab.cache_dir", cache_dir),
-                   ("nnlab.pid", os.getpid)):  # output folders of processes started in the same second differ
+                   ("nnlab.pid", os.getpid),  # output folders of processes started in the same second differ
+                   ("nnlab.default_store", default_store)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
 
-DEFAULT_STORE = "sqlite:///mlflow.db"  # one person's store, in the working directory
-
-
 @dataclass
 class TrackingConfig:
-    # $MLFLOW_TRACKING_URI where set (a class's server), else DEFAULT_STORE; relative paths resolve against the
-    # working directory
-    uri: str = "${oc.env:MLFLOW_TRACKING_URI," + DEFAULT_STORE + "}"
+    uri: str = "${nnlab.default_store:}"  # default_store(); relative paths resolve against the working directory
     experiment: str = "nnlab"
     run_name: str | None = None
     artifact_location: str | None = None  # None: ./mlartifacts beside a SQLite store
