@@ -83,8 +83,10 @@ def digits_run(runs_store: str) -> str:
 
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m nnlab ARGS` in a subprocess, as a user types it."""
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    # MLflow sets MLFLOW_TRACKING_URI in this process whenever an in-process job opens a store; a user's shell has
+    # only what they set, so the subprocess gets the variable only where a test passes it.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
+    full_env = {**inherited, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "nnlab", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout, check=False)
 
