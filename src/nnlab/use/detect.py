@@ -10,7 +10,6 @@ class] rows, as the scenes canvases are written) scores the detections: found / 
 
 import argparse
 import json
-import os
 import re
 from pathlib import Path
 
@@ -177,7 +176,6 @@ def main(argv: list[str]) -> None:
                         "items (digits) at --size (default 352 352), written as scene.png with its boxes, and scored")
     add_plugin_options(parser)
     args = parser.parse_args(argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if (args.image is None) == (args.scene is None):
         parser.error("give either IMAGE or --scene N")
     out = Path(args.out) if args.out else Path("detections") / (Path(args.image).stem if args.image else

@@ -13,7 +13,6 @@ task and predict as many classes as the dataset has (different class names only 
 import argparse
 import logging
 import math
-import os
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -206,5 +205,4 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     add_plugin_options(parser)
     args = parser.parse_args(argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run, not per file
     evaluate(args.run, args.overrides, args.uri, args.plugins, args.trust_plugins)

@@ -6,7 +6,6 @@ never asks which task it is. Writes predictions.csv, predictions.png (images) an
 """
 
 import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,7 +153,6 @@ def main(argv: list[str]) -> None:
                         "label = predicted class index) for a two-class image model")
     add_plugin_options(parser)
     args = parser.parse_args(argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per run, not per file
     if args.batch_size is not None and args.batch_size < 1:
         raise NnlabError(f"--batch-size={args.batch_size} must be 1 or more.")
     out = Path(args.out) if args.out else Path("predictions") / run_id_of(args.run)
