@@ -7,13 +7,13 @@ ARGS   ?=
 # Benchmarks read the real datasets: $NNLAB_DATA_DIR, else ../shared/datasets beside the checkout
 BENCH_DATA ?= $(or $(NNLAB_DATA_DIR),$(abspath ../shared/datasets))
 
-.PHONY: install backends graphviz postgresql run test test-fast test-ui ui bench clean
+.PHONY: install backends graphviz postgresql slurm slurm-stop ray ray-stop run test test-fast test-ui ui bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,detection,albumentations,server]"
+	$(PY) -m pip install -q -e ".[test,detection,albumentations,server,ray]"
 	-@$(MAKE) --no-print-directory graphviz
 	touch $(STAMP)
 
@@ -35,6 +35,25 @@ postgresql:
 	  apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1; } \
 	  || echo "make: could not install PostgreSQL; nnlab server and its tests need it (apt install postgresql)"; \
 	else echo "make: PostgreSQL not found; nnlab server and its tests need it (apt install postgresql)"; fi
+
+## A one-node SLURM cluster on this machine (Debian's slurm-wlm and munge, installed with apt where missing; needs
+## root): `hydra/launcher=slurm` sweeps run on it, and its tests (tests/job/test_slurm.py) use it
+slurm:
+	@cluster/slurm.sh start
+
+slurm-stop:
+	@cluster/slurm.sh stop
+
+## A local Ray head for `hydra/launcher=ray` sweeps, with this machine's cores (installs the ray extra where
+## missing; left alone if a cluster already runs here). Other machines join it: ray start --address=THIS_HOST:6379
+ray: $(STAMP)
+	@$(PY) -c "import ray" 2>/dev/null || $(PY) -m pip install -q -e ".[ray]"
+	@if $(VENV)/bin/ray status >/dev/null 2>&1; then echo "make: a Ray cluster already runs here (ray status)"; \
+	else $(VENV)/bin/ray start --head --num-cpus=$$(nproc) --disable-usage-stats --include-dashboard=false; fi
+
+## Stops every Ray process on this machine (ray stop)
+ray-stop:
+	$(VENV)/bin/ray stop
 
 ## JAX and PyTorch (CPU builds) beside TensorFlow, so the backend tests run instead of skipping.
 ## torch==2.13.0 is pinned because a plain `torch` pulls a multi-GB CUDA build.

@@ -91,6 +91,23 @@ def test_an_interrupted_run_resumes_in_the_same_run_with_every_epoch_once(store,
     assert names == ["digits-test", "digits-train", "digits-val"]  # each logged once, not again by the resume
 
 
+def test_a_run_killed_after_its_last_epoch_resumes_to_evaluate_the_checkpoints_weights(store, tmp_path, monkeypatch):
+    """Nothing left to train (a requeued SLURM job killed while evaluating): the checkpoint's model is compiled,
+    restored and evaluated, not a fresh one."""
+    monkeypatch.chdir(tmp_path)
+    interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        app.run(composed(store, "trainer.epochs=3"))
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    client, run = only_run(store)
+    resume(run.info.run_id, store)
+    client, again = only_run(store)
+    assert again.info.status == "FINISHED" and again.data.tags["nnlab.resumed_from_epoch"] == "3"
+    assert steps(client, run.info.run_id) == [1, 2, 3]
+    assert again.data.metrics["test_accuracy"] > 0.5  # the trained weights (0.70 here), not an untrained ~0.1
+
+
 def test_resume_continues_stages_where_they_were(store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     stages = ("trainer.stages=[{epochs:2,trainable:none,learning_rate:0.01},"

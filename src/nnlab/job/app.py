@@ -33,7 +33,9 @@ def join_sweep(context, tracking: TrackingConfig, tags: dict[str, Any]) -> tuple
     runs within one experiment); a job whose config asks for another experiment says so in a tag."""
     import logging
 
-    tags = tags | context.child_tags()
+    from hydra.core.hydra_config import HydraConfig
+
+    tags = tags | context.child_tags(HydraConfig.get().job.get("num") if HydraConfig.initialized() else None)
     if tracking.experiment != context.experiment:
         logging.getLogger(__name__).warning("sweep job logs to the sweep's experiment '%s', not '%s'",
                                             context.experiment, tracking.experiment)
@@ -94,7 +96,7 @@ def run(cfg: DictConfig) -> float | None:
     scrub_hydra_files()
     import_plugins(list(cfg.plugins))
     typed: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    from nnlab.job import sweep
+    from nnlab.job import slurm, sweep
     from nnlab.tracking import track
 
     if typed.tracking.resume:  # the config form of `nnlab resume`, e.g. for a requeued cluster job
@@ -109,6 +111,12 @@ def run(cfg: DictConfig) -> float | None:
         typed.trainer.threads = sweep.parallel_threads(context.parallel if context else None)
     if context is not None:
         tracking, tags = join_sweep(context, tracking, tags)
+    tags |= slurm.job_tags()
+    earlier = slurm.requeued_run(tracking.uri, tracking.experiment, context.parent_run_id if context else None)
+    if earlier:  # SLURM started this job again (preempted, timed out, requeued): its run goes on
+        from nnlab.job.resume import resume
+
+        return resume(earlier, tracking.uri, plugins=list(typed.plugins), tags=slurm.job_tags())
     if not tracking.run_name:  # not MLflow's random "thundering-ox-14"
         tracking = replace(tracking, run_name=default_run_name(typed))
     with track.start_run(tracking, tags) as run:

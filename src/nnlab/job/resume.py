@@ -89,11 +89,11 @@ def missing_epochs(client: MlflowClient, run_id: str, state: dict[str, Any]) -> 
 
 
 def resume(run_id: str, uri: str | None = None, plugins: list[str] | tuple[str, ...] = (),
-           trust_plugins: bool = False) -> float | None:
+           trust_plugins: bool = False, tags: dict[str, Any] | None = None) -> float | None:
     """Continue run `run_id` of the store at `uri`; returns what a sweeper optimises, as `app.run` does. The
     plugins the run's stored config lists are imported only as `plugins` (the user's copies) or with
     `trust_plugins`; a listed one neither passed nor trusted is refused before the run is touched
-    (nnlab.imports.run_plugins)."""
+    (nnlab.imports.run_plugins). `tags`: more tags for the run (a requeued SLURM job's restart count)."""
     from omegaconf import OmegaConf
 
     from nnlab.config import typed_config
@@ -114,7 +114,8 @@ def resume(run_id: str, uri: str | None = None, plugins: list[str] | tuple[str, 
         cfg = typed_config(yaml_text)
         experiment = client.get_experiment(run.info.experiment_id).name
         tracking = replace(cfg.tracking, uri=uri, experiment=experiment, run_name=run.info.run_name, resume=None)
-        tags = {"nnlab.resumed_from_epoch": state["epoch"], FALLBACK_TAG: fallback_note(client, run_id, state)}
+        tags = {"nnlab.resumed_from_epoch": state["epoch"], FALLBACK_TAG: fallback_note(client, run_id, state),
+                **(tags or {})}
         with track.start_run(tracking, tags, run_id=run_id) as logger:
             for step, metrics in missing_epochs(client, run_id, state).items():
                 logger.metrics(metrics, step=step)

@@ -30,6 +30,8 @@ from nnlab.tracking.track import KILLED_REASON_TAG, PARENT_TAG, ROLE_TAG, SWEEP_
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "nnlab_sweep.json"
+JOB_TAG = "nnlab.sweep_job"  # the job's number in the sweep: a job started again (requeued) is still one job
+failed: list[str] = []  # sentences of the sweeps this process ran whose parent ended FAILED (the CLI's exit code)
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,9 @@ class SweepContext:
         own = [o for o in overrides if override_key(o) not in self.fixed_keys]
         return " ".join(own)[:250]
 
-    def child_tags(self) -> dict[str, str]:
-        return {PARENT_TAG: self.parent_run_id, SWEEP_TAG: self.sweep_id, ROLE_TAG: "job"}
+    def child_tags(self, job_num: int | None = None) -> dict[str, str]:
+        tags = {PARENT_TAG: self.parent_run_id, SWEEP_TAG: self.sweep_id, ROLE_TAG: "job"}
+        return tags if job_num is None else tags | {JOB_TAG: str(job_num)}
 
 
 def new_sweep_id(name: str | None) -> str:
@@ -183,6 +186,7 @@ class MlflowSweepCallback(Callback):
         """Report (partial results too), then end the parent: FINISHED only if every job finished a run."""
         if self.closed():
             return
+        children = latest_per_job(children)
         done = [r for r in children if r.info.status == "FINISHED"]
         best = self.log_report() if self.report and done else None
         why = None
@@ -194,6 +198,8 @@ class MlflowSweepCallback(Callback):
             why = f"{len(children) - len(done)} of {len(children)} jobs did not finish"
         status = "FAILED" if why else "FINISHED"
         self.close(status, why)
+        if why:
+            failed.append(f"sweep {self.context.sweep_id} ended FAILED ({why})")
         print(f"nnlab: sweep {self.context.sweep_id} {status}{f' ({why})' if why else ''}; "
               f"{f'{best.sentence()}; ' if best else ''}table: nnlab report --parent {self.context.parent_run_id}")
 
@@ -217,6 +223,15 @@ class MlflowSweepCallback(Callback):
             self.client.set_tag(self.context.parent_run_id, "error", why)
         self.client.set_terminated(self.context.parent_run_id, status)
         atexit.unregister(self.stopped_early)
+
+
+def latest_per_job(children: list) -> list:
+    """One run per job of the sweep, its latest: a job that SLURM started again and that could not resume its
+    run (no checkpoint yet) made a second one."""
+    latest = {}
+    for run in sorted(children, key=lambda r: r.info.start_time or 0):
+        latest[run.data.tags.get(JOB_TAG, run.info.run_id)] = run
+    return list(latest.values())
 
 
 def warn_stale(client, experiment_id: str, experiment: str) -> None:

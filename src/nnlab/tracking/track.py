@@ -266,7 +266,8 @@ def start_run(tracking: TrackingConfig, tags: Mapping[str, Any], run_id: str | N
                 logger.metrics({"logging_seconds": logger.waited})  # what the job waited on tracking, in all
             except BaseException as err:
                 # Keep the why with the run, and call an interruption KILLED.
-                status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+                # (SystemExit: a scheduler's signal handler that requeues the job, e.g. submitit's, then exits.)
+                status = "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
                 record_error(logger, err)
                 raise
             finally:

@@ -134,6 +134,16 @@ def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg:
             if i + 1 < len(stages):
                 result.stopped_by = "time_budget"
             break
+    if resume is not None and done >= ends[-1]:
+        # Killed after its last epoch (while evaluating or logging): nothing to train, the checkpoint's model
+        # as it was, compiled as its last stage was, is what the task evaluates.
+        if stages[-1].trainable is not None:
+            apply_trainable(model, stages[-1].trainable)
+        optimizer, _ = build_optimizer(optimizer_cfg if stages[-1].learning_rate is None else
+                                       replace(optimizer_cfg, learning_rate=stages[-1].learning_rate),
+                                       steps, stages[-1].epochs, first_epoch=int(ends[-1]) - stages[-1].epochs)
+        compile_model(model, optimizer, data.task, trainer, data.num_classes)
+        restore_weights(model, Path(resume["weights"]), optimizer=False)
     es = trainer.early_stopping
     kept = result.best_epoch if es.patience is not None and es.restore_best_weights else None
     task = get_task(data.task)
