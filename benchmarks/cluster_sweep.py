@@ -71,11 +71,11 @@ def requeue_leg(root: Path) -> dict:
     while process.poll() is None and not (latest.is_file() and int(latest.read_text().split("-")[-1]) >= 3):
         time.sleep(0.3)
     job = subprocess.run(["squeue", "-h", "--array", "-t", "RUNNING", "-o", "%i"], capture_output=True,
-                         text=True).stdout.split()[0]
+                         text=True, check=True).stdout.split()[0]
     before = int(latest.read_text().split("-")[-1])
     subprocess.run(["scontrol", "requeue", job], check=True)
     while "PENDING" not in subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True,
-                                          text=True).stdout:
+                                          text=True, check=False).stdout:
         time.sleep(0.3)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
     process.communicate()

@@ -7,11 +7,10 @@ import sys
 import time
 
 import pytest
+from job.test_sweep import TINY, runs_by_role
 
 from nnlab.job.slurm import RESTARTS_TAG, SLURM_TAG
 from nnlab.training.callbacks import load_checkpoint
-
-from job.test_sweep import TINY, runs_by_role
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
 # One CPU and 1 GB a job: the preset's 2 CPUs and 4 GB would run one job at a time on a 2-core CI machine.
@@ -72,7 +71,7 @@ def test_a_requeued_job_resumes_its_run_and_logs_every_epoch_once(tmp_path, stor
     while time.time() < deadline and [s for j, s in squeue("%i", "%T") if j == job] != ["PENDING"]:
         time.sleep(0.3)
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
-    out, err = sweep.communicate(timeout=600)
+    _, err = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, err[-3000:]
     client, parents, jobs = runs_by_role(store, "requeue")
     assert [p.info.status for p in parents] == ["FINISHED"] and len(jobs) == 1, [j.info.status for j in jobs]
@@ -87,7 +86,7 @@ def test_a_job_cancelled_on_the_cluster_fails_the_sweep_instead_of_leaving_it_wa
     sweep = started_sweep(tmp_path, store, "cancel", *LONG)
     job = wait_for_epoch(tmp_path, 1, sweep)
     subprocess.run(["scancel", job], check=True)
-    out, err = sweep.communicate(timeout=300)
+    _, err = sweep.communicate(timeout=300)
     assert sweep.returncode != 0
     (line,) = [x for x in err.splitlines() if x.startswith("nnlab: error:")]
     assert line.startswith(f"nnlab: error: SLURM job {job} ended (CANCELLED") and "_log.err" in line, err[-3000:]
@@ -104,3 +103,23 @@ def test_a_job_that_fails_by_itself_is_not_requeued_and_the_sweep_says_why_in_on
     _, parents, jobs = runs_by_role(store, "bad")
     assert [p.info.status for p in parents] == ["FAILED"]
     assert [(j.info.status, j.data.tags[RESTARTS_TAG]) for j in jobs] == [("FAILED", "0")]
+
+
+def test_a_slurm_sweep_logs_to_the_team_server_as_the_student_who_launched_it(tracking_server, tmp_path,
+                                                                             monkeypatch):
+    """Several machines, one store: the jobs get the student's sign-in through sbatch's exported environment."""
+    from mlflow.tracking import MlflowClient
+
+    env = tracking_server.env("alice") | {"NNLAB_OUTBOX_DIR": str(tmp_path / "outbox")}
+    result = subprocess.run([sys.executable, "-m", "nnlab", "-m", *SMALL, "model.width=16,24", "dataset.limit=300",
+                             *TINY, "tracking.experiment=cluster", f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path,
+                            env={**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "3"}, capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tracking_server.sign_in(monkeypatch, "alice")
+    client = MlflowClient(tracking_server.url)
+    found = client.get_experiment_by_name("alice/cluster")
+    runs = client.search_runs([found.experiment_id])
+    jobs = [r for r in runs if r.data.tags.get("nnlab.role") == "job"]
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
+    assert len({j.data.tags[SLURM_TAG] for j in jobs}) == 2 and all(j.data.tags["nnlab.account"] == "alice" for j in jobs)

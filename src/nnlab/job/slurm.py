@@ -104,7 +104,8 @@ def job_failure(err: Exception) -> NnlabError:
 def accounting_on() -> bool:
     """Whether the cluster keeps accounting (sacct answers); asked once, of `scontrol show config`."""
     try:
-        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30,
+                             check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return True  # leave submitit as it is: its own sacct calls will say what is wrong
     line = next((x for x in out.splitlines() if x.startswith("AccountingStorageType")), "")
