@@ -6,7 +6,9 @@ run) is in nnlab.job.slurm."""
 from collections.abc import Sequence
 
 try:
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+        SlurmLauncher as SubmititSlurmLauncher,
+    )
 except ImportError:  # the `slurm` extra is not installed: no launcher to offer
     SubmititSlurmLauncher = None
 
@@ -14,8 +16,6 @@ if SubmititSlurmLauncher is not None:
 
     class SlurmLauncher(SubmititSlurmLauncher):
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
-            from nnlab.job.slurm import follow_without_accounting
-
             from submitit.core.utils import FailedJobError, UncompletedJobError
 
             from nnlab.job.slurm import follow_without_accounting, job_failure
