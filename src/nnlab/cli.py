@@ -251,8 +251,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     quiet_failed_jobs()
     guarded(hydra_app, full_errors)
-    from nnlab.job.sweep import failed
-
+    # Loaded only where a sweep ran (importing it would load MLflow for `--cfg job` too).
+    failed = getattr(sys.modules.get("nnlab.job.sweep"), "failed", [])
     if failed:  # a job's run did not finish though the launcher returned: the sweep's parent said so, and so do we
         print(f"nnlab: error: {'; '.join(failed)}.", file=sys.stderr)
         sys.exit(EXIT_RUNTIME)

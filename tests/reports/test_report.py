@@ -277,3 +277,45 @@ def test_register_finds_a_model_named_after_the_runs_model(store):
     model_id = attach_model(client, run_id, name="cnn")
     attach_model(client, run_id, name="mlp")  # not this run's model
     assert register.logged_model_id(client, client.get_run(run_id)) == model_id
+
+
+@pytest.fixture
+def search(store):
+    """An Optuna search's parent and 3 trials: complete, pruned with the highest (partial) score, failed."""
+    client = MlflowClient(store)
+    exp = client.create_experiment("lr-search")
+    parent = client.create_run(exp, run_name="lr-search", tags={
+        SWEEP_TAG: "o1", ROLE_TAG: "sweep", "optuna.study": "lr-search", "optuna.storage": "journal:o1.log"})
+    parent = parent.info.run_id
+    for trial, lr, state, status, metrics in (
+            (0, 0.01, "COMPLETE", "FINISHED", {"test_accuracy": 0.80, "epochs_run": 5}),
+            (1, 0.1, "PRUNED", "FINISHED", {"test_accuracy": 0.95, "epochs_run": 2}),
+            (2, 0.5, "FAIL", "FAILED", {})):
+        tags = {PARENT_TAG: parent, SWEEP_TAG: "o1", ROLE_TAG: "job", "optuna.trial": str(trial),
+                "optuna.state": state, **({"pruned": "epoch 2"} if state == "PRUNED" else {})}
+        log_run(client, exp, f"trial-{trial}", {"trainer.lr": lr, "seed": 1}, metrics, tags=tags, status=status)
+    return client, parent
+
+
+def test_a_search_lists_every_trial_with_its_state_and_its_best_is_a_complete_one(search, tmp_path):
+    client, parent = search
+    result = report.build(client, parent=parent, out=tmp_path / "rep", log_to_parent=True)
+    table = result.table
+    assert list(table.columns[:4]) == ["run", "trial", "state", "trainer.lr"]
+    assert list(table["run"]) == ["trial-1", "trial-0", "trial-2"]  # by test accuracy, as any report; failed last
+    assert list(table["state"]) == ["pruned", "complete", "failed"]
+    assert list(table["status"]) == ["FINISHED", "FINISHED", "FAILED"]  # a failed trial is still a row
+    assert result.best.run_name == "trial-0"  # the pruned trial's higher score is of 2 epochs only
+    assert result.best.sentence() == "best of 1 (2 pruned or failed): 0.01, test accuracy 80.0%"
+    assert client.get_run(parent).data.params["best_run_name"] == "trial-0"
+    by_trial = report.build(client, parent=parent, sort="trial")
+    assert list(by_trial.table["trial"]) == [0, 1, 2]
+    assert "trial-1,1,pruned,0.1," in (tmp_path / "rep" / "table.csv").read_text()  # trial numbers as integers
+
+
+def test_trials_that_tie_keep_trial_order(search):
+    client, parent = search
+    runs = sorted(client.search_runs([client.get_run(parent).info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'"),
+                  key=lambda r: r.info.run_name, reverse=True)  # trial-2, trial-1, trial-0
+    table, _, _ = report.ranked_table(runs, ["trainer.lr"], sort="status")  # FAILED, then two FINISHED
+    assert list(table["trial"]) == [2, 0, 1]

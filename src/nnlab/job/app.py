@@ -96,7 +96,7 @@ def run(cfg: DictConfig) -> float | None:
     scrub_hydra_files()
     import_plugins(list(cfg.plugins))
     typed: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    from nnlab.job import slurm, sweep
+    from nnlab.job import search, slurm, sweep
     from nnlab.tracking import track
 
     if typed.tracking.resume:  # the config form of `nnlab resume`, e.g. for a requeued cluster job
@@ -119,10 +119,13 @@ def run(cfg: DictConfig) -> float | None:
         return resume(earlier, tracking.uri, plugins=list(typed.plugins), tags=slurm.job_tags())
     if not tracking.run_name:  # not MLflow's random "thundering-ox-14"
         tracking = replace(tracking, run_name=default_run_name(typed))
-    with track.start_run(tracking, tags) as run:
+    trial = search.job_trial()  # a trial of nnlab's Optuna sweeper: reports epochs, may be pruned
+    with track.start_run(tracking, tags | (trial.start_tags() if trial else {})) as run:
         params = track.flatten(OmegaConf.to_container(cfg, resolve=True) | {"trainer": asdict(typed.trainer)})
         run.params({k: redact(v) for k, v in params.items()})
-        task, metrics, stopped_by = train_and_log(typed, yaml_text, run)
+        task, metrics, stopped_by = train_and_log(typed, yaml_text, run, callbacks=trial.callbacks if trial else None)
+        if trial:
+            trial.end(run)
         run_id = run.run_id
     headline = {k: round(v, 4) for k, v in metrics.items() if k in ("test_loss", task.headline)}
     store = track.resolve_uri(tracking.uri)

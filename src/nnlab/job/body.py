@@ -2,6 +2,7 @@
 run (a new one, or a run `nnlab resume` reopened)."""
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,19 @@ def name_of(node: Any) -> str:
     return node["name"] if isinstance(node, dict) else node.name
 
 
-def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None = None
-                  ) -> tuple[Task, dict[str, float], str]:
+def train_and_log(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None = None,
+                  callbacks: Callable[[Task], list] | None = None) -> tuple[Task, dict[str, float], str]:
     """Load, build, train (from a checkpoint's `resume` state if given), evaluate and log into `run`; on
-    `trainer.devices` devices (nnlab.training.distribute), from the runtime's setup until the job ends, however it ends."""
+    `trainer.devices` devices (nnlab.training.distribute), from the runtime's setup until the job ends, however it ends.
+    `callbacks(task)`: more Keras callbacks for training (a search trial's pruning)."""
     from contextlib import ExitStack
 
     with ExitStack() as exits:
-        return job_body(cfg, yaml_text, run, resume, exits)
+        return job_body(cfg, yaml_text, run, resume, exits, callbacks)
 
 
-def job_body(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None, exits
-             ) -> tuple[Task, dict[str, float], str]:
+def job_body(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None, exits,
+             callbacks: Callable[[Task], list] | None = None) -> tuple[Task, dict[str, float], str]:
     import_keras_quietly()
     import numpy as np
 
@@ -61,7 +63,8 @@ def job_body(cfg: Config, yaml_text: str, run, resume: dict[str, Any] | None, ex
     image_only, transform = task.augmentation(cfg.augment, cfg.seed)
     model = build(cfg.model, data, image_only, cfg.seed, run)
     run.text(run_facts.summary(model), "model_summary.txt")
-    result = train.train(model, data, trainer, cfg.optimizer, callbacks=[*parallel.callbacks, run.epoch_logger()],
+    result = train.train(model, data, trainer, cfg.optimizer, callbacks=[*parallel.callbacks, *(callbacks(task) if callbacks else []),
+                                                                run.epoch_logger()],
                          seed=cfg.seed, transform=transform, checkpoint_dir=folder, resume=resume)
     metrics, predictions = train.evaluate(model, data, trainer.batch_size)
     metrics |= {"params": model.count_params(), "training_seconds": result.seconds, "epochs_run": result.epochs_run}

@@ -25,6 +25,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from nnlab.job import search
 from nnlab.tracking.track import KILLED_REASON_TAG, PARENT_TAG, ROLE_TAG, SWEEP_TAG
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class MlflowSweepCallback(Callback):
         self.report = report
         self.context: SweepContext | None = None
         self.client = None
+        self.study: dict[str, str] = {}  # the parent's study tags (nnlab's Optuna sweeper): shared by processes
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from nnlab.tracking import track
@@ -122,12 +124,18 @@ class MlflowSweepCallback(Callback):
         warn_stale(self.client, experiment_id, tracking.experiment)
         sweep_id = new_sweep_id(OmegaConf.select(config, "sweep_name"))
         space, fixed = sweep_space(config)
+        study = search.study_tags(config.hydra.sweeper, sweep_dir)  # {} unless nnlab's Optuna sweeper
         tags = {SWEEP_TAG: sweep_id, ROLE_TAG: "sweep", "sweep.space": " ".join(space) or "(none)",
                 "sweeper": config.hydra.sweeper._target_,
                 "launcher": config.hydra.launcher._target_, "hydra.sweep_dir": str(sweep_dir),
-                "mlflow.source.git.commit": track.git_commit(), **dict(tracking.tags or {}), **track.process_tags()}
-        run = self.client.create_run(experiment_id, run_name=sweep_id,
-                                     tags={k: str(v) for k, v in tags.items() if v is not None})
+                "mlflow.source.git.commit": track.git_commit(), **dict(tracking.tags or {}), **track.process_tags(),
+                **study}
+        self.study = study
+        self.study_spec = search.storage_spec(OmegaConf.select(config, "hydra.sweeper.storage"), sweep_dir)
+        run = self.study_parent(experiment_id, study) if study else None  # a continued study keeps its parent
+        if run is None:
+            run = self.client.create_run(experiment_id, run_name=sweep_id,
+                                         tags={k: str(v) for k, v in tags.items() if v is not None})
         self.context = SweepContext(sweep_id, uri, tracking.experiment, experiment_id, run.info.run_id, fixed,
                                     parallel_jobs(config, space))
         atexit.register(self.stopped_early)
@@ -138,15 +146,23 @@ class MlflowSweepCallback(Callback):
             raise
         print(f"nnlab: sweep {sweep_id}: parent run {run.info.run_id} in experiment '{tracking.experiment}'")
 
+    def study_parent(self, experiment_id: str, study: dict[str, str]):
+        """The parent run of an earlier sweep of the same study, reopened (its lost trials' runs KILLED first);
+        None if the study has none yet."""
+        run = search.study_parent(self.client, experiment_id, study, self.kill_lost)
+        if run is not None:
+            print(f"nnlab: study '{study[search.STUDY_TAG]}' continues under its parent run {run.info.run_id}")
+        return run
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.context is None:
             return
-        children = self.children()
+        children = self.own_children()
         lost = [r.info.run_id for r in children if r.info.status == "RUNNING"]
         for run_id in lost:  # the launcher has returned, so a child still RUNNING lost its process
             self.client.set_tag(run_id, KILLED_REASON_TAG, "the launcher returned while the job's run was RUNNING")
             self.client.set_terminated(run_id, "KILLED")
-        self.finish(self.children() if lost else children, stopped=False)
+        self.finish(self.children(), stopped=False)
 
     def stopped_early(self) -> None:
         """Exit hook: the sweep ended without `on_multirun_end` (a job raised, Ctrl-C). Children still RUNNING
@@ -155,10 +171,8 @@ class MlflowSweepCallback(Callback):
         if self.context is None or self.client is None:
             return
         try:
-            children = self.children()
-            if self.kill_lost(children):
-                children = self.children()
-            self.finish(children, stopped=True)
+            self.kill_lost(self.own_children())
+            self.finish(self.children(), stopped=True)
         except Exception as err:  # noqa: BLE001  (at exit: say it, do not bury the real error under a traceback)
             print(f"nnlab: could not close sweep {self.context.sweep_id}'s parent run: {err}")
 
@@ -182,20 +196,33 @@ class MlflowSweepCallback(Callback):
         return self.client.search_runs([self.context.experiment_id],
                                        f"tags.`{PARENT_TAG}` = '{self.context.parent_run_id}'", max_results=5000)
 
+    def own_children(self) -> list:
+        """This process's jobs: a study's parent may have other processes' (still running) as well."""
+        return [r for r in self.children() if r.data.tags.get(SWEEP_TAG) == self.context.sweep_id]
+
     def finish(self, children: list, stopped: bool) -> None:
         """Report (partial results too), then end the parent: FINISHED only if every job finished a run."""
         if self.closed():
             return
         children = latest_per_job(children)
+        if self.study and any(r.info.status == "RUNNING" for r in children):  # a study's other processes' trials
+            print(f"nnlab: sweep {self.context.sweep_id} done here; other processes' trials still run under parent "
+                  f"{self.context.parent_run_id}, and the last of them closes it")
+            atexit.unregister(self.stopped_early)
+            return
         done = [r for r in children if r.info.status == "FINISHED"]
         best = self.log_report() if self.report and done else None
+        if self.study and done:
+            search.log_study_figures(self.client, self.context.parent_run_id, self.study, self.study_spec)
         why = None
         if stopped:
             why = f"the sweep stopped early: {len(done)} of {len(children)} started jobs finished"
         elif not children:
             why = "no job started a run"
-        elif len(done) < len(children):
+        elif len(done) < len(children) and not (self.study and done):
             why = f"{len(children) - len(done)} of {len(children)} jobs did not finish"
+        elif len(done) < len(children):  # a search goes on past a failed trial (the study has it as FAIL)
+            self.client.set_tag(self.context.parent_run_id, "failed_trials", len(children) - len(done))
         status = "FAILED" if why else "FINISHED"
         self.close(status, why)
         if why:
@@ -228,9 +255,12 @@ class MlflowSweepCallback(Callback):
 def latest_per_job(children: list) -> list:
     """One run per job of the sweep, its latest: a job that SLURM started again and that could not resume its
     run (no checkpoint yet) made a second one."""
+    from nnlab.job.search import TRIAL_TAG
+
     latest = {}
     for run in sorted(children, key=lambda r: r.info.start_time or 0):
-        latest[run.data.tags.get(JOB_TAG, run.info.run_id)] = run
+        tags = run.data.tags  # a search's trial number is unique in its study, job numbers only in a process
+        latest[tags.get(TRIAL_TAG) or f"{tags.get(SWEEP_TAG)}/{tags.get(JOB_TAG, run.info.run_id)}"] = run
     return list(latest.values())
 
 

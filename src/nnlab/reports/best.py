@@ -20,6 +20,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from nnlab.reports import render
+from nnlab.reports.search import NOT_BEST
 from nnlab.tasks import TASKS, get_task, higher_is_better
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ class Best:
     metric: str  # the headline test metric the jobs were ranked by
     value: float
     values: dict[str, str]  # the best job's swept values
-    scored: int  # jobs with a value of `metric`
+    scored: int  # jobs with a value of `metric`, but for those left out
     jobs: int  # jobs in the report
     words: str  # its headline in words: "test accuracy 77.7%"
+    left_out: int = 0  # a search's pruned or failed trials: never its best, whatever their score
 
     def sentence(self) -> str:
         """The description's first line, e.g. "best of 3: adam, test accuracy 77.7%"."""
@@ -44,8 +46,10 @@ class Best:
             which = next(iter(self.values.values()))
         else:
             which = ", ".join(f"{k}={v}" for k, v in self.values.items()) or self.run_name
-        unscored = f" ({self.jobs - self.scored} without {self.metric})" if self.scored < self.jobs else ""
-        return f"best of {self.scored}{unscored}: {which}, {self.words}"
+        others = ", ".join(f"{n} {why}" for n, why in ((self.jobs - self.scored - self.left_out,
+                                                        f"without {self.metric}"),
+                                                       (self.left_out, "pruned or failed")) if n)
+        return f"best of {self.scored}{f' ({others})' if others else ''}: {which}, {self.words}"
 
     def params(self) -> dict[str, str]:
         return {"best_run_id": self.run_id, "best_run_name": self.run_name,
@@ -55,17 +59,20 @@ class Best:
 def best_of(runs: Sequence[Run], full: pd.DataFrame, metric: str, run_ids: Sequence[str],
             swept: Sequence[str]) -> Best | None:
     """The best row of `full` (a report's whole table, rows in `run_ids` order) by `metric`; None where no job
-    has a value of it."""
+    has a value of it. A search's pruned trial (its score is of fewer epochs) or failed one is never the best, as
+    Optuna's best trial is a complete one."""
     if metric not in full:
         return None
-    scores = pd.to_numeric(full[metric], errors="coerce").astype(float)
+    left_out = full["state"].isin(NOT_BEST) if "state" in full else pd.Series(False, index=full.index)
+    scores = pd.to_numeric(full[metric], errors="coerce").astype(float).mask(left_out)
     if not scores.notna().any():
         return None
     i = scores.idxmax() if higher_is_better(metric) else scores.idxmin()
     run = next(r for r in runs if r.info.run_id == run_ids[i])
     values = {k: str(full[k].iloc[i]) for k in swept if k in full and not render.missing(full[k].iloc[i])}
     return Best(run.info.run_id, run.info.run_name or run.info.run_id, metric, float(scores.iloc[i]), values,
-                int(scores.notna().sum()), len(full), headline_words(run, metric, float(scores.iloc[i])))
+                int(scores.notna().sum()), len(full), headline_words(run, metric, float(scores.iloc[i])),
+                int(left_out.sum()))
 
 
 def headline_words(run: Run, metric: str, value: float) -> str:
@@ -81,7 +88,7 @@ def headline_words(run: Run, metric: str, value: float) -> str:
 def note(best: Best, full: pd.DataFrame, swept: Sequence[str]) -> str:
     """The parent's description: the sentence, then the jobs ranked by the headline metric."""
     ranked = full.sort_values(best.metric, ascending=not higher_is_better(best.metric), kind="stable")
-    columns = list(dict.fromkeys(["run", *[k for k in swept if k in full], best.metric]))
+    columns = list(dict.fromkeys(["run", *[k for k in ("state", *swept) if k in full], best.metric]))
     more = f"\n\n({len(ranked) - NOTE_ROWS} more in the table)" if len(ranked) > NOTE_ROWS else ""
     return (f"{best.sentence()}\n\n{render.markdown(ranked[columns].head(NOTE_ROWS))}{more}\n\n"
             "Every column: report/table.html (artifacts).")

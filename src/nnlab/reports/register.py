@@ -12,13 +12,18 @@ from nnlab.tracking.logged_model import MODEL_NAME, model_name
 
 
 def register_best(client: MlflowClient, report: Report, name: str) -> str:
-    """Register the MLflow Model of the report's first row (its best run, by the report's sort) in the Model
-    Registry as a new version of `name` (created if missing); returns the sentence saying which version."""
+    """Register the MLflow Model of the report's first row (its best run, by the report's sort; of a search, the
+    first trial neither pruned nor failed) in the Model Registry as a new version of `name` (created if missing);
+    returns the sentence saying which version."""
     from mlflow.exceptions import MlflowException
 
     if not report.run_ids:
         raise NnlabError(f"The report of '{report.title}' has no runs, so there is no model to register.")
-    run = client.get_run(report.run_ids[0])
+    from nnlab.reports.search import NOT_BEST, trial_state
+
+    runs = [client.get_run(run_id) for run_id in report.run_ids]
+    # A search's pruned or failed trial is never its best, whatever its partial score.
+    run = next((r for r in runs if trial_state(r) not in NOT_BEST), runs[0])
     label = f"run '{run.info.run_name or run.info.run_id}' ({run.info.run_id})"
     model_id = logged_model_id(client, run)
     if model_id is None:

@@ -11,7 +11,7 @@ from numbers import Number
 import pandas as pd
 
 # Columns that count things: shown as integers wherever every value in them is a whole number.
-COUNTS = ("params", "*epoch*", "*_count", "*_size", "num_*", "n_*")
+COUNTS = ("params", "*epoch*", "*_count", "*_size", "num_*", "n_*", "trial")
 GOOD, BAD = ("PASS",), ("FAIL", "FAILED", "KILLED")  # a verdict (the lab's bar) or a run's status
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; line-height: 1.45;

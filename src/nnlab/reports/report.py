@@ -1,6 +1,7 @@
 """Lab-report tables from MLflow: one row per run of a sweep, a parent run or an experiment.
 
-Columns are the parameters that differ between the runs (what was swept), then train/validation metrics at the
+Columns are an Optuna search's `trial` and `state` (complete, pruned, failed: nnlab.reports.search), the
+parameters that differ between the runs (what was swept), then train/validation metrics at the
 best epoch (the early-stopping monitor's best, not the last epoch), the gap between them in the task's first
 metric at that epoch and at the last (`gap_mae`, `last_gap_mae`…: validation worse than training by this much),
 test metrics, parameter count and time. The
@@ -24,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from nnlab import plots
 from nnlab.errors import NnlabError, closest
 from nnlab.reports import best as best_run
-from nnlab.reports import render
+from nnlab.reports import render, search
 from nnlab.tasks import TASKS, Task, get_task, higher_is_better
 from nnlab.tracking.accounts import ACCOUNT_TAG, experiments_named
 from nnlab.tracking.store import get_run
@@ -103,6 +104,8 @@ def runs_tasks(runs: Sequence[Run]) -> list[Task]:
 def row(run: Run, swept: Sequence[str], extra: Sequence[str], tasks: Sequence[Task]) -> dict:
     m, p = run.data.metrics, run.data.params
     out: dict = {"run": run.info.run_name, "account": run.data.tags.get(ACCOUNT_TAG),
+                 # an Optuna search's trials: number and state (complete, pruned, failed); no column elsewhere
+                 "trial": search.trial_number(run), "state": search.trial_state(run),
                  **{k: p.get(k, "") for k in swept}}
     for name in dict.fromkeys(n for t in tasks for n in t.epoch_metrics):
         # best-epoch values where the run had a validation monitor, else the last epoch's
@@ -134,6 +137,8 @@ def ranked_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequence[st
                  ascending: bool | None = None) -> tuple[pd.DataFrame, str, list[str]]:
     """comparison_table, plus the run id of each row in the table's order."""
     tasks = runs_tasks(runs)
+    # trials in trial order: the order of ties and of rows without a score (failed trials) after sorting
+    runs = sorted(runs, key=lambda r: -1 if search.trial_number(r) is None else search.trial_number(r))
     table = pd.DataFrame([row(r, swept, [c for c in columns if c not in swept], tasks) for r in runs],
                          index=[r.info.run_id for r in runs])
     table = render.as_counts(table.dropna(axis=1, how="all"))  # params, epochs…: integers, not 825514.0
@@ -141,7 +146,7 @@ def ranked_table(runs: Sequence[Run], swept: Sequence[str], columns: Sequence[st
     unknown = [c for c in columns if c not in table]
     if unknown:
         raise NnlabError(f"Unknown column(s) {', '.join(unknown)}: the runs have {', '.join(table.columns)}.")
-    key = sort or metric
+    key = sort or ("trial" if metric == "run" and "trial" in table else metric)  # no score: trial order
     if key not in table:
         hint = closest(key, list(table.columns))
         raise NnlabError(f"Cannot sort by '{key}': no such column" + (f"; did you mean '{hint}'?" if hint else "."))

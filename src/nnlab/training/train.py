@@ -130,6 +130,8 @@ def train(model: keras.Model, data: Data, trainer: TrainerConfig, optimizer_cfg:
         part = fit(model, data, trainer, [*own, *callbacks], seed=seed + i + done, initial_epoch=done,
                    epochs=int(ends[i]), budget=budget, transform=transform, precise=precise)
         result = part if result is None else result.then(part, new_stage=new_stage)
+        if part.stopped_by not in ("epochs", "early_stopping", "time_budget"):  # a caller's callback ended it
+            break
         if budget is not None and budget.stopped:  # also when it ran out on a stage's last epoch
             if i + 1 < len(stages):
                 result.stopped_by = "time_budget"
@@ -220,6 +222,8 @@ def fit(model: keras.Model, data: Data, trainer: TrainerConfig, callbacks: Seque
             stopped_by = "time_budget"
         elif early is not None and early.stopped_epoch > 0:
             stopped_by = "early_stopping"
+        else:  # a caller's callback that stops training says why (a search trial's pruner: "pruned")
+            stopped_by = next((c.stopped_by for c in callbacks if getattr(c, "stopped_by", None)), "epochs")
     if monitor not in history.history:  # a monitor the metrics do not log (trainer.metrics overridden)
         monitor = "val_loss" if data.val is not None else "loss"
     return FitResult(history.history, seconds, epochs_run, stopped_by, monitor,
