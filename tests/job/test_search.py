@@ -110,3 +110,14 @@ def test_two_processes_running_the_same_command_share_the_study(tmp_path, store)
     _, parents, jobs = runs_by_role(store, "search")
     assert sorted(j.data.tags["optuna.trial"] for j in jobs) == [str(t.number) for t in trials]
     assert {j.data.tags["mlflow.parentRunId"] for j in jobs} <= {p.info.run_id for p in parents}
+
+
+def test_a_search_whose_every_trial_failed_ends_failed_and_exits_non_zero(cli, tmp_path, store):
+    """max_failure_rate 1: the launcher returns normally, so the parent's status is what tells the shell."""
+    result = cli("-m", *SEARCH, "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1.0",
+                 "model.param_budget=10", "trainer.epochs=1", f"tracking.uri={store}", "tracking.experiment=search",
+                 f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("nnlab: error: sweep ") and "ended FAILED" in result.stderr
+    _, parents, jobs = runs_by_role(store, "search")
+    assert [p.info.status for p in parents] == ["FAILED"] and [j.info.status for j in jobs] == ["FAILED"] * 2

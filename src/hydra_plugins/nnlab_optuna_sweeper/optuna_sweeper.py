@@ -116,8 +116,10 @@ class OptunaSweeper(Sweeper):
         study = self.open_study(spec, space)
         fail_dead_trials(study)
         self.job_idx = len(study.trials)  # job folders go on numbering where a resumed study stopped
-        while (to_go := self.n_trials - counted(study)) > 0:
+        asked = 0  # failed trials are asked again, but no process asks for more than n_trials
+        while (to_go := min(self.n_trials - counted(study), self.n_trials - asked)) > 0:
             trials = [study.ask(space) for _ in range(min(self.n_jobs, to_go))]
+            asked += len(trials)
             trials = [t for t in trials if keep_or_drop(study, t, self.n_trials)]
             if not trials:
                 break
