@@ -1,0 +1,62 @@
+"""Issue 28's measurement: the same Optuna search over a Fashion-MNIST MLP (learning rate, widths, dropout: the
+`fashion_optuna` preset, TPE with seed 42) without a pruner and with the median pruner.
+
+    NNLAB_DATA_DIR=../shared/datasets python benchmarks/search_pruning.py [--trials 20] [--limit 12000]
+
+For each: the trials' total training seconds (their `training_seconds` metric), how many were pruned, the best
+COMPLETE trial's validation accuracy (at its best epoch: the search's objective), and the wall time. `--limit`
+trains on that many images (the test set stays whole) to fit a 2-core machine; 0 means all 60,000."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+
+def search(folder: Path, pruner: str, trials: int, limit: int) -> dict:
+    args = [sys.executable, "-m", "nnlab", "sweep", "fashion_optuna", f"hydra.sweeper.pruner={pruner}",
+            f"hydra.sweeper.n_trials={trials}", f"tracking.uri=sqlite:///{folder}/mlflow.db",
+            f"hydra.sweep.dir={folder}/sweep", "trainer.plot_model=false", "trainer.save_model=false",
+            "trainer.verbose=0", *([f"dataset.limit={limit}"] if limit else [])]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    start = time.monotonic()
+    done = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - start
+    client = MlflowClient(f"sqlite:///{folder}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("fashion_optuna").experiment_id])
+    jobs = [r for r in runs if r.data.tags.get("nnlab.role") == "job"]
+    complete = [r for r in jobs if r.data.tags.get("optuna.state") == "COMPLETE"]
+    best = max(complete, key=lambda r: r.data.metrics.get("best_val_accuracy", 0), default=None)
+    return {"exit": done.returncode, "wall_s": round(wall, 1), "trials": len(jobs),
+            "pruned": sum(r.data.tags.get("optuna.state") == "PRUNED" for r in jobs),
+            "epochs": sum(int(r.data.metrics.get("epochs_run", 0)) for r in jobs),
+            "training_s": round(sum(r.data.metrics.get("training_seconds", 0) for r in jobs), 1),
+            "best_val_accuracy": round(best.data.metrics["best_val_accuracy"], 4) if best else None,
+            "best_test_accuracy": round(best.data.metrics.get("test_accuracy", 0), 4) if best else None,
+            "stderr_tail": done.stderr[-500:] if done.returncode else ""}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--limit", type=int, default=12000)
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="nnlab-search-bench-") as tmp:
+        for pruner in ("none", "median"):
+            folder = Path(tmp) / pruner
+            folder.mkdir()
+            results[pruner] = search(folder, pruner, args.trials, args.limit)
+            print(pruner, json.dumps(results[pruner]), flush=True)
+    results["training_ratio"] = round(results["median"]["training_s"] / max(results["none"]["training_s"], 1e-9), 3)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
