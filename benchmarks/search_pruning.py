@@ -46,15 +46,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--limit", type=int, default=12000)
+    parser.add_argument("--pruners", nargs="+", default=["none", "median"], help="compared with the first")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="nnlab-search-bench-") as tmp:
-        for pruner in ("none", "median"):
+        for pruner in args.pruners:
             folder = Path(tmp) / pruner
             folder.mkdir()
             results[pruner] = search(folder, pruner, args.trials, args.limit)
             print(pruner, json.dumps(results[pruner]), flush=True)
-    results["training_ratio"] = round(results["median"]["training_s"] / max(results["none"]["training_s"], 1e-9), 3)
+    base = results[args.pruners[0]]["training_s"]
+    for pruner in args.pruners[1:]:
+        results[f"training_ratio_{pruner}"] = round(results[pruner]["training_s"] / max(base, 1e-9), 3)
     print(json.dumps(results, indent=2))
 
 

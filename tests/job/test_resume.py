@@ -94,13 +94,7 @@ def test_an_interrupted_run_resumes_in_the_same_run_with_every_epoch_once(store,
 def test_a_run_killed_after_its_last_epoch_resumes_to_evaluate_the_checkpoints_weights(store, tmp_path, monkeypatch):
     """Nothing left to train (a requeued SLURM job killed while evaluating): the checkpoint's model is compiled,
     restored and evaluated, not a fresh one."""
-    monkeypatch.chdir(tmp_path)
-    interrupt_after(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        app.run(composed(store, "trainer.epochs=3"))
-    monkeypatch.undo()
-    monkeypatch.chdir(tmp_path)
-    client, run = only_run(store)
+    _, run = killed_run(store, tmp_path, monkeypatch, epochs=3, after=3)
     resume(run.info.run_id, store)
     client, again = only_run(store)
     assert again.info.status == "FINISHED" and again.data.tags["nnlab.resumed_from_epoch"] == "3"
@@ -204,13 +198,7 @@ def test_resume_refuses_a_plugin_named_only_in_the_stored_config_until_the_user_
 
 
 def test_the_config_form_resumes_a_run_too(store, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    interrupt_after(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        app.run(composed(store, "trainer.epochs=3"))
-    monkeypatch.undo()
-    monkeypatch.chdir(tmp_path)
-    _, run = only_run(store)
+    _, run = killed_run(store, tmp_path, monkeypatch, epochs=3, after=2)
     app.run(composed(store, f"tracking.resume={run.info.run_id}"))
     client, again = only_run(store)
     assert again.info.status == "FINISHED" and steps(client, run.info.run_id) == [1, 2, 3]
