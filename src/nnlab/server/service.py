@@ -101,7 +101,9 @@ def start_mlflow(folder: ServerDir, host: str, port: int, pg_port: int, workers:
     env = {**os.environ, "PGPASSFILE": str(folder.secrets / PASSFILE),
            "MLFLOW_AUTH_CONFIG_PATH": str(folder.secrets / AUTH_INI),
            "MLFLOW_AUTH_ADMIN_PASSWORD": folder.secret(ADMIN_PASSWORD),
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": folder.secret(FLASK_KEY, create=True)}
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": folder.secret(FLASK_KEY, create=True),
+           # MLflow's job runner (4 huey processes, about 1.1 GB) serves GenAI features a class does not use.
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(name, None)
     args = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
