@@ -198,7 +198,8 @@ class MlflowSweepCallback(Callback):
 
     def own_children(self) -> list:
         """This process's jobs: a study's parent may have other processes' (still running) as well."""
-        return [r for r in self.children() if r.data.tags.get(SWEEP_TAG) == self.context.sweep_id]
+        children = self.children()
+        return [r for r in children if r.data.tags.get(SWEEP_TAG) == self.context.sweep_id] if self.study else children
 
     def finish(self, children: list, stopped: bool) -> None:
         """Report (partial results too), then end the parent: FINISHED only if every job finished a run."""
