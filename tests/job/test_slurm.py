@@ -48,7 +48,7 @@ def wait_for_epoch(tmp_path, epoch: int, sweep, timeout: float = 300) -> str:
     pytest.fail(f"the job never reached epoch {epoch}: {sweep.communicate()[1][-3000:]}")
 
 
-def test_a_sweep_on_slurm_runs_a_job_each_and_tags_every_run_with_its_job(cli, tmp_path, store):
+def test_a_sweep_on_slurm_runs_a_job_each_tags_every_run_with_its_job_and_logs_no_sacct_noise(cli, tmp_path, store):
     result = cli("-m", *SMALL, "model.width=16,24", "dataset.limit=300", *TINY, f"tracking.uri={store}",
                  "tracking.experiment=slurm", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

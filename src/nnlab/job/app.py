@@ -111,12 +111,13 @@ def run(cfg: DictConfig) -> float | None:
         typed.trainer.threads = sweep.parallel_threads(context.parallel if context else None)
     if context is not None:
         tracking, tags = join_sweep(context, tracking, tags)
-    tags |= slurm.job_tags()
+    job_tags = slurm.job_tags()
+    tags |= job_tags
     earlier = slurm.requeued_run(tracking.uri, tracking.experiment, context.parent_run_id if context else None)
     if earlier:  # SLURM started this job again (preempted, timed out, requeued): its run goes on
         from nnlab.job.resume import resume
 
-        return resume(earlier, tracking.uri, plugins=list(typed.plugins), tags=slurm.job_tags())
+        return resume(earlier, tracking.uri, plugins=list(typed.plugins), tags=job_tags)
     if not tracking.run_name:  # not MLflow's random "thundering-ox-14"
         tracking = replace(tracking, run_name=default_run_name(typed))
     trial = search.job_trial()  # a trial of nnlab's Optuna sweeper: reports epochs, may be pruned

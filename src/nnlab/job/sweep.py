@@ -112,6 +112,7 @@ class MlflowSweepCallback(Callback):
         self.context: SweepContext | None = None
         self.client = None
         self.study: dict[str, str] = {}  # the parent's study tags (nnlab's Optuna sweeper): shared by processes
+        self.study_spec = ""  # that study's storage, as search.open_storage takes it
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from nnlab.tracking import track
@@ -220,10 +221,11 @@ class MlflowSweepCallback(Callback):
             why = f"the sweep stopped early: {len(done)} of {len(children)} started jobs finished"
         elif not children:
             why = "no job started a run"
-        elif len(done) < len(children) and not (self.study and done):
-            why = f"{len(children) - len(done)} of {len(children)} jobs did not finish"
-        elif len(done) < len(children):  # a search goes on past a failed trial (the study has it as FAIL)
-            self.client.set_tag(self.context.parent_run_id, "failed_trials", len(children) - len(done))
+        elif len(done) < len(children):
+            if self.study and done:  # a search goes on past a failed trial (the study has it as FAIL)
+                self.client.set_tag(self.context.parent_run_id, "failed_trials", len(children) - len(done))
+            else:
+                why = f"{len(children) - len(done)} of {len(children)} jobs did not finish"
         status = "FAILED" if why else "FINISHED"
         self.close(status, why)
         if why:
@@ -256,12 +258,10 @@ class MlflowSweepCallback(Callback):
 def latest_per_job(children: list) -> list:
     """One run per job of the sweep, its latest: a job that SLURM started again and that could not resume its
     run (no checkpoint yet) made a second one."""
-    from nnlab.job.search import TRIAL_TAG
-
     latest = {}
     for run in sorted(children, key=lambda r: r.info.start_time or 0):
         tags = run.data.tags  # a search's trial number is unique in its study, job numbers only in a process
-        latest[tags.get(TRIAL_TAG) or f"{tags.get(SWEEP_TAG)}/{tags.get(JOB_TAG, run.info.run_id)}"] = run
+        latest[tags.get(search.TRIAL_TAG) or f"{tags.get(SWEEP_TAG)}/{tags.get(JOB_TAG, run.info.run_id)}"] = run
     return list(latest.values())
 
 
