@@ -212,6 +212,35 @@ def test_a_reopened_run_sends_only_dataset_inputs_it_lacks(store, tmp_path, monk
     assert len(result.inputs.dataset_inputs) == 3  # train once, test before and after the change
 
 
+def test_a_dataset_another_run_inserted_first_is_linked_on_retry_and_other_errors_are_raised(store, monkeypatch):
+    """Two sweep jobs that log the same data at once both look the dataset up, find none and insert it; the later
+    fails on the store's unique key (seen in CI against the team server). The retry finds the row and links it."""
+    import numpy as np
+    from mlflow.exceptions import MlflowException
+
+    race = MlflowException('BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique '
+                           'constraint "dataset_pk" DETAIL: Key (experiment_id, name, digest)=(1, digits-train, b9) '
+                           'already exists.')
+    splits = {"train": (np.ones((4, 2)), np.arange(4))}
+    with track.start_run(tracking(store), {}) as run:
+        log_inputs, calls = run.client.log_inputs, []
+
+        def lose_the_first_race(run_id, datasets):
+            calls.append(run_id)
+            if len(calls) == 1:
+                raise race
+            return log_inputs(run_id, datasets)
+
+        monkeypatch.setattr(run.client, "log_inputs", lose_the_first_race)
+        run.datasets(splits, "digits", "bundled")
+        monkeypatch.setattr(run.client, "log_inputs", lambda *a, **k: (_ for _ in ()).throw(MlflowException("down")))
+        with pytest.raises(MlflowException, match="down"):
+            run.datasets({"test": splits["train"]}, "digits", "bundled")
+    assert len(calls) == 2
+    _, result = only_run(store)
+    assert [i.dataset.name for i in result.inputs.dataset_inputs] == ["digits-train"]
+
+
 def test_the_dataset_digest_follows_the_data_and_hashes_a_bounded_sample_of_big_image_arrays(monkeypatch):
     import hashlib
 

@@ -72,7 +72,28 @@ def log_datasets(client, run_id: str, splits: Mapping[str, Any], name: str, sour
         dataset = mlflow.data.from_numpy(x, source=origin, targets=y, name=key[0], digest=key[1])
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, key[2])]))
     if inputs:
-        client.log_inputs(run_id, datasets=inputs)
+        _log_inputs_once_raced(client, run_id, inputs)
+
+
+def _log_inputs_once_raced(client, run_id: str, inputs: list, tries: int = 3) -> None:
+    """Log dataset inputs; a store that lost a race retries. The store looks a dataset up, then inserts it: two
+    runs of a sweep that log the same data at once both insert, and the later one fails on the unique key
+    (experiment, name, digest). By then the dataset exists, so the same call links it instead."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(tries):
+        try:
+            client.log_inputs(run_id, datasets=inputs)
+            return
+        except MlflowException as error:
+            if attempt == tries - 1 or not _is_duplicate_key(error):
+                raise
+
+
+def _is_duplicate_key(error: Exception) -> bool:
+    """A unique-key violation, as PostgreSQL (through the server), MySQL or SQLite words it."""
+    text = str(error)
+    return any(mark in text for mark in ("UniqueViolation", "duplicate key", "UNIQUE constraint", "Duplicate entry"))
 
 
 def dataset_inputs(client, run_id: str) -> set[tuple[str, str, str | None]]:
