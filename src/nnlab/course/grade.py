@@ -241,7 +241,8 @@ def store_uri(uri: str | None) -> str:
 
 def grade(script: str | Path, data_path: str | Path, lab: str | None = None, epochs: int | None = None,
           max_minutes: float | None = None, uri: str | None = None) -> Grade:
-    """Check, then run the script in one MLflow run (experiment 'course'); returns the grade."""
+    """Check, then run the script in this process in one MLflow run (experiment 'course'); returns the grade.
+    `nnlab course grade` runs each submission in a process of its own instead (`isolate.py`)."""
     from nnlab.imports import import_keras_quietly
     from nnlab.tracking import track
 
@@ -251,22 +252,33 @@ def grade(script: str | Path, data_path: str | Path, lab: str | None = None, epo
     import_keras_quietly()
     module = load_script(script)
     check_functions(module, script, exercise)
-    budget = max_minutes or exercise.minutes
     tracking = TrackingConfig(uri=store_uri(uri), experiment=EXPERIMENT, run_name=f"{exercise.name}: {script.name}")
-    tags = {"course.lab": exercise.name, "course.script": str(script), "task": exercise.task, "dataset": str(path)}
     track.install_signal_handlers()
-    with track.start_run(tracking, tags) as run:
-        from nnlab.training.runtime import setup_runtime
-
+    with track.start_run(tracking, run_tags(exercise, script, path)) as run:
         run.file(script, "script")
-        run.params({"lab": exercise.name, "bar": exercise.bar_text(), "time_limit_minutes": exercise.minutes,
-                    "epochs": epochs, "max_minutes": budget, "data_path": str(path)})
-        run.tags(setup_runtime(SEED, False, None))
-        model, test_data, seconds, log, cut = run_script(module, script, exercise, path, epochs, budget, run)
-        score = log_results(run, model, test_data, exercise, path, script, log)
-        result = Grade(exercise, score, seconds, log.epochs, cut, run.run_id, tracking.uri)
-        run.metrics({"script_seconds": seconds, "epochs_run": log.epochs, "passed": float(result.passed)})
-        run.tags({"course.verdict": "PASS" if result.passed else "FAIL",
-                  "stopped_by": "time_budget" if result.stopped_by_budget else "script"})
-        run.note(result.verdict())
+        return score_script(module, script, exercise, path, epochs, max_minutes, run, tracking.uri)
+
+
+def run_tags(exercise: Exercise, script: Path, path: Path) -> dict[str, str]:
+    return {"course.lab": exercise.name, "course.script": str(script), "task": exercise.task, "dataset": str(path)}
+
+
+def score_script(module, script: Path, exercise: Exercise, path: Path, epochs: int | None, max_minutes: float | None,
+                 run, uri: str, threads: int | None = None) -> Grade:
+    """The platform's calls on a loaded script, logged to `run` (params, epochs, figures, verdict tags and note):
+    the time budget is `max_minutes`, else the exercise's limit; `threads` CPU threads for its math."""
+    from nnlab.training.runtime import setup_runtime
+
+    budget = max_minutes or exercise.minutes
+    params = {"lab": exercise.name, "bar": exercise.bar_text(), "time_limit_minutes": exercise.minutes,
+              "epochs": epochs, "max_minutes": budget, "data_path": str(path)}
+    run.params({k: v for k, v in params.items() if v is not None})  # unset is absent, not the text "None"
+    run.tags(setup_runtime(SEED, False, threads))
+    model, test_data, seconds, log, cut = run_script(module, script, exercise, path, epochs, budget, run)
+    score = log_results(run, model, test_data, exercise, path, script, log)
+    result = Grade(exercise, score, seconds, log.epochs, cut, run.run_id, uri)
+    run.metrics({"script_seconds": seconds, "epochs_run": log.epochs, "passed": float(result.passed)})
+    run.tags({"course.verdict": "PASS" if result.passed else "FAIL",
+              "stopped_by": "time_budget" if result.stopped_by_budget else "script"})
+    run.note(result.verdict())
     return result

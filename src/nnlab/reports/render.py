@@ -12,7 +12,8 @@ import pandas as pd
 
 # Columns that count things: shown as integers wherever every value in them is a whole number.
 COUNTS = ("params", "*epoch*", "*_count", "*_size", "num_*", "n_*", "trial")
-GOOD, BAD = ("PASS",), ("FAIL", "FAILED", "KILLED")  # a verdict (the lab's bar) or a run's status
+GOOD, BAD = ("PASS",), ("FAIL", "ERROR", "FAILED", "KILLED")  # a verdict (a bar, a graded script) or a run's status
+LONG_TEXT = 60  # characters: a cell of more (a reason, a note) wraps instead of widening its column
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; line-height: 1.45;
        max-width: 1400px; margin: 1.5rem auto; padding: 0 1rem; }
@@ -28,6 +29,7 @@ table.report tbody tr:nth-child(odd) td { background: #fff; }
 table.report tbody tr:hover td { background: #ddf4ff; }
 table.report td:first-child, table.report th:first-child { position: sticky; left: 0; z-index: 1; }
 table.report .num { text-align: right; }
+table.report td.long { white-space: normal; min-width: 22rem; }
 .pass { color: #1a7f37; font-weight: 700; }
 .fail { color: #cf222e; font-weight: 700; }
 figure { margin: 1rem 0; } img { max-width: 100%; } figcaption { color: #57606a; font-size: .85rem; }
@@ -81,11 +83,12 @@ def verdict_class(value) -> str | None:
 
 
 def markdown(table: pd.DataFrame, marks: bool = True) -> str:
-    """A pipe table; with `marks`, PASS/FAIL (and FAILED/KILLED runs) in bold."""
-    cells = shown(table)
-    if marks:
-        cells = cells.map(lambda v: f"**{v}**" if verdict_class(v) else v)
-    return cells.to_markdown(index=False, floatfmt=".10g", intfmt=",", missingval="")
+    """A pipe table; with `marks`, PASS/FAIL/ERROR (and FAILED/KILLED runs) in bold."""
+    from tabulate import tabulate  # as pandas' to_markdown, but on rows: from a frame, a missing cell prints "nan"
+
+    rows = [[f"**{v}**" if marks and verdict_class(v) else v for v in row] for row in shown(table).values.tolist()]
+    return tabulate(rows, headers=[str(c) for c in table.columns], tablefmt="pipe", floatfmt=".10g", intfmt=",",
+                    missingval="")
 
 
 def latex(table: pd.DataFrame, caption: str) -> str:
@@ -126,7 +129,8 @@ def html_table(table: pd.DataFrame, caption: str | None = None) -> str:
     right = {c for c in cells.columns if numeric(cells[c])}
 
     def td(value, column) -> str:
-        classes = [name for name in ("num" if column in right else None, verdict_class(value)) if name]
+        long = "long" if len(text(value)) > LONG_TEXT else None
+        classes = [name for name in ("num" if column in right else None, verdict_class(value), long) if name]
         attr = f' class="{" ".join(classes)}"' if classes else ""
         return f"<td{attr}>{html.escape(text(value))}</td>"
 

@@ -46,3 +46,26 @@ def redact(text: str) -> str:
     """`text` with the user name and password of every URL in it removed (http://alice:secret@host/ ->
     http://host/): what a run, a log or a printed line may say of a store."""
     return CREDENTIALS.sub(r"\1", text)
+
+
+def is_account(uri: str, name: str) -> bool | None:
+    """Whether `name` is an account of the server at `uri`; None where this client may not ask (not an admin)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
+    try:
+        AuthServiceClient(uri).get_user(name)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        if err.error_code == "PERMISSION_DENIED" or err.get_http_status_code() in (401, 403):
+            return None
+        raise
+    return True
+
+
+def let_read(uri: str, user: str, experiment_id: str) -> None:
+    """Give `user` READ on the experiment (e.g. a student on the experiment of their graded runs)."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    AuthServiceClient(uri).grant_user_permission(user, "experiment", experiment_id, "READ")

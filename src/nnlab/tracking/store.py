@@ -193,8 +193,16 @@ def open_store(uri: str, experiment: str, artifact_location: str | None = None) 
     location = artifact_location or default_artifact_location(uri)
     with store_lock(uri), full_store_guard(uri):
         client = MlflowClient(uri)
-        experiment_id = ensure_experiment(client, own_experiment(uri, experiment), location)
+        experiment_id = ensure_experiment(client, experiment_name(client, uri, experiment), location)
     return uri, client, experiment_id
+
+
+def experiment_name(client: MlflowClient, uri: str, experiment: str) -> str:
+    """`own_experiment`, but an account's experiment that exists is taken as named (a teacher grading into a
+    student's `<student>/course`): the server's permissions decide who may log there; no one can create one."""
+    if "/" in experiment and client.get_experiment_by_name(experiment) is not None:
+        return experiment
+    return own_experiment(uri, experiment)
 
 
 def store_is_full(err: BaseException | None) -> bool:
