@@ -51,6 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=10000, help="training images drawn from the copy")
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--filters", type=int, default=32, help="the good scripts' convolution filters")
+    parser.add_argument("--learning-rate", type=float, default=0.001, help="the good scripts' Adam rate")
     parser.add_argument("--wall-minutes", type=float, default=3)
     parser.add_argument("--memory-gb", type=float, default=2)
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
@@ -60,14 +62,18 @@ def main() -> None:
         data = folder / "fashion"
         subprocess.run([sys.executable, "-m", "nnlab", "course", "prepare", "fashion_mnist", str(data), "--limit",
                         str(args.limit)], check=True, capture_output=True)
-        expected = write_class(folder / "class", epochs=args.epochs)
+        expected = write_class(folder / "class", epochs=args.epochs, filters=args.filters,
+                               learning_rate=args.learning_rate)
         for jobs in args.jobs:
             result = grade(folder, data, jobs, args)
             rows = result.pop("rows")
             wrong = {s: rows.get(s, {}).get("verdict") for s, want in expected.items() if not right(rows.get(s), want)}
             scores = {s: rows[s]["score"] for s in ("anna", "ben", "ivan") if s in rows}
-            print(json.dumps(result | {"rows": len(rows), "rows_wrong": wrong, "scores": scores,
-                                       "limit": args.limit, "epochs": args.epochs}), flush=True)
+            minutes = {s: row["minutes"] for s, row in rows.items()}
+            print(json.dumps(result | {"rows": len(rows), "rows_wrong": wrong, "scores": scores, "minutes": minutes,
+                                       "verdicts": {s: row["verdict"] for s, row in rows.items()},
+                                       "limit": args.limit, "epochs": args.epochs,
+                                       "wall_minutes": args.wall_minutes}), flush=True)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ def test_a_class_gets_a_verdict_with_its_reason_a_run_and_a_row_per_student(nnla
     assert '<td class="pass">PASS</td>' in page and '<td class="fail">ERROR</td>' in page
     markdown = (out_dir / "grade_exer_2.md").read_text()
     assert "**PASS**" in markdown and "**ERROR**" in markdown and " nan " not in markdown
+    code, out, err = nnlab_cli("report", "--lab", "exer_2", "--uri", store, "--out", str(tmp_path / "report"))
+    assert code == 0 and f"({len(expected)} runs)" in out, err  # the lab report reads the same runs
 
 
 def test_a_submission_past_the_memory_limit_is_killed_with_its_children(tmp_path):

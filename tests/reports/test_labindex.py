@@ -111,3 +111,15 @@ def test_a_measured_result_says_on_which_data_and_an_unmeasured_one_says_so():
             assert lab.data, lab.name
             assert lab.date is None or re.fullmatch(r"\d{4}-\d\d-\d\d", lab.date), lab.name
         assert lab.figure_runs in ("best", "all") and lab.columns and lab.figures, lab.name
+
+
+def test_each_committed_lab_report_exists_with_every_figure_it_shows():
+    docs = REPO / "docs"
+    reported = [lab for lab in labindex.labs().values() if lab.report]
+    assert reported
+    for lab in reported:
+        page = docs / lab.report
+        assert page.is_file(), f"{lab.name}: {page} is missing"
+        for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text()):
+            assert (page.parent / image).is_file(), f"{lab.name}: {image} is missing"
+        assert lab.measured_with and lab.date, f"{lab.name}: a measured lab states its command and date"

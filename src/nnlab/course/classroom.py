@@ -30,6 +30,8 @@ MEMORY_SHARE = 0.8  # of this machine's memory, split between the submissions gr
 DEFAULT_WALL_MINUTES = 60  # the whole script's limit where the exercise states no time limit
 SLURM_MEMORY_GB = 4
 SEND_S = 120  # to send what a worker queued
+# sbatch's --export for a grading job: this environment, less the grader's sign-in (the job needs no store)
+NO_CREDENTIALS = "ALL,MLFLOW_TRACKING_USERNAME=,MLFLOW_TRACKING_PASSWORD=,MLFLOW_TRACKING_TOKEN="
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ def on_slurm(request: Request, wall: float, options: Options, run, cancel: threa
     executor = submitit.SlurmExecutor(folder=Path(request.folder) / "slurm")
     executor.update_parameters(time=math.ceil(wall) + 5, mem=f"{math.ceil(request.memory_gb * 1.25)}G",
                                cpus_per_task=request.threads or 1, job_name=f"grade-{Path(request.folder).name}",
+                               additional_parameters={"export": NO_CREDENTIALS},
                                **({"partition": options.partition} if options.partition else {}))
     job = executor.submit(supervise, request, wall)
     run.tags({"slurm_job_id": job.job_id, "slurm_log": str(job.paths.stdout)})

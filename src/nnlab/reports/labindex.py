@@ -54,6 +54,8 @@ class Lab:
     figures: tuple[str, ...] = ()  # run artifacts shown in the report
     figure_runs: str = "best"  # best: the best run's figures; all: every run's
     bar: Bar | None = None
+    measured_with: str | None = None  # the exact command line that measured `result`, where it differs
+    report: str | None = None  # its `nnlab report --lab` committed under docs/ (a path from docs/)
 
     def measured(self) -> str:
         if self.result.startswith(NOT_MEASURED):
@@ -82,7 +84,7 @@ def parse(name: str, entry: dict) -> Lab:
     values = dict(entry)
     for key in ("commands", "presets", "columns", "figures"):
         values[key] = flat(values.get(key))
-    for key in ("date", "data"):
+    for key in ("date", "data", "measured_with", "report"):
         values[key] = None if values.get(key) is None else str(values[key])
     values["tags"] = {str(k): str(v) for k, v in (values.get("tags") or {}).items()}
     if values.get("bar") is not None:
@@ -123,7 +125,8 @@ def detail_text(lab: Lab) -> str:
     rows = [("lab", f"{lab.name}: {lab.title}"), ("source", lab.source), ("asks", lab.asks),
             *((("commands" if i == 0 else ""), c) for i, c in enumerate(lab.commands)),
             ("bar", lab.bar.text() if lab.bar else "none stated: the lab asks for the comparison"),
-            ("measured", lab.result), ("date", lab.date or "-"), ("data", lab.data or "-"),
+            ("measured", lab.result), ("with", lab.measured_with or "-"), ("date", lab.date or "-"),
+            ("data", lab.data or "-"), ("report of", f"docs/{lab.report}" if lab.report else "-"),
             ("runs", lab.runs_text()), ("report", f"nnlab report --lab {lab.name} [--uri STORE] [--out DIR]")]
     return "\n".join(f"{key:<10}{value}" for key, value in rows)
 
@@ -145,8 +148,10 @@ def markdown() -> str:
     for lab in labs().values():
         commands = "<br>".join(f"`{c}`" for c in lab.commands)
         bar = lab.bar.text() if lab.bar else "-"
+        measured = cell(lab.result) + (f" (`{cell(lab.measured_with)}`)" if lab.measured_with else "") + (
+            f" [report]({lab.report})" if lab.report else "")
         lines.append(f"| `{lab.name}` {cell(lab.title)} | {lab.source} | {cell(lab.asks)} | {cell(commands)} | "
-                     f"{cell(bar)} | {cell(lab.result)} | {lab.date or '-'} | {cell(lab.data or '-')} |")
+                     f"{cell(bar)} | {measured} | {lab.date or '-'} | {cell(lab.data or '-')} |")
     lines += ["", ("Columns of a lab report: `train_*` and `val_*` at the best epoch by the validation monitor; "
                    "`gap_*` validation worse than training there, `last_gap_*` at the last epoch; `test_gap_*` the "
                    "tested model's training score minus its test score (worse on test by this much); `bar` PASS or "
