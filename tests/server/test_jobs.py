@@ -14,6 +14,7 @@ from fixtures.course_layouts import fashion_layout
 from mlflow.tracking import MlflowClient
 
 from nnlab.course.labs import script_path
+from nnlab.tracking.accounts import experiment_by_name
 from nnlab.server import service
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,7 @@ def client_as(server, monkeypatch, user: str) -> MlflowClient:
 
 
 def runs_of(client: MlflowClient, experiment: str):
-    found = client.get_experiment_by_name(experiment)
+    found = experiment_by_name(client, experiment)  # polled while a job creates it: MLflow grants its owner after
     return client.search_runs([found.experiment_id], order_by=["attributes.start_time DESC"]) if found else []
 
 

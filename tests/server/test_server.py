@@ -14,8 +14,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from nnlab.server import postgres, service
-from nnlab.tracking.accounts import experiments_named
-from nnlab.tracking.store import open_store
+from nnlab.tracking.accounts import experiment_by_name, experiments_named
+from nnlab.tracking.store import ensure_experiment, open_store
 
 
 def search(url: str, auth=None) -> int:
@@ -61,6 +61,33 @@ def test_a_student_cannot_read_or_change_another_students_run_403_but_the_teache
     tracking_server.sign_in(monkeypatch, "teach")
     seen = MlflowClient(tracking_server.url).get_run(run.info.run_id)
     assert seen.data.metrics["accuracy"] == 0.9 and "grade" not in seen.data.tags
+
+
+def test_an_experiment_refused_while_mlflow_grants_its_creator_is_asked_again_and_a_lasting_refusal_is_a_sentence(
+        tracking_server, monkeypatch):
+    """MLflow grants an experiment's creator MANAGE after creating it, so another job of the same student that asks
+    in between is refused (CI: a test polling a job's new experiment got 403). The lookup asks again."""
+    tracking_server.sign_in(monkeypatch, "alice")
+    open_store(tracking_server.url, "hers")
+    tracking_server.sign_in(monkeypatch, "bob")
+    bob = MlflowClient(tracking_server.url)
+    with pytest.raises(MlflowException) as refusal:
+        bob.get_experiment_by_name("alice/hers")
+    with pytest.raises(MlflowException, match=r"'alice/hers' exists on http://127\.0\.0\.1:\d+ but this account may "
+                                              r"not read it: log to another experiment name"):
+        experiment_by_name(bob, "alice/hers", patience_s=0.5)
+
+    own_id = ensure_experiment(bob, "bob/granted_late", None)
+    lookup, asked = bob.get_experiment_by_name, []
+
+    def refused_twice(name):
+        asked.append(name)
+        if len(asked) <= 2:
+            raise refusal.value
+        return lookup(name)
+
+    monkeypatch.setattr(bob, "get_experiment_by_name", refused_twice)
+    assert ensure_experiment(bob, "bob/granted_late", None) == own_id and len(asked) == 3
 
 
 def test_two_students_experiments_of_one_name_do_not_collide_and_the_teacher_finds_both(tracking_server,

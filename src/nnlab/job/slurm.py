@@ -58,14 +58,14 @@ def requeued_run(uri: str, experiment: str, parent_run_id: str | None) -> str | 
     checkpoint); None for a first start, a job outside SLURM, or a run to start afresh."""
     from nnlab.job.resume import resumable
     from nnlab.tracking import store
-    from nnlab.tracking.accounts import own_experiment
+    from nnlab.tracking.accounts import experiment_by_name, own_experiment
     from nnlab.training.checkpoints import load_checkpoint
 
     job = job_id()
     if job is None or restarts() == 0:
         return None
     client = store.client(uri)
-    found = client.get_experiment_by_name(own_experiment(client.tracking_uri, experiment))
+    found = experiment_by_name(client, own_experiment(client.tracking_uri, experiment))
     if found is None:
         return None
     query = f"tags.`{SLURM_TAG}` = '{job}'"

@@ -69,3 +69,26 @@ def let_read(uri: str, user: str, experiment_id: str) -> None:
     from mlflow.server.auth.client import AuthServiceClient
 
     AuthServiceClient(uri).grant_user_permission(user, "experiment", experiment_id, "READ")
+
+
+def experiment_by_name(client, name: str, patience_s: float = 10.0):
+    """The experiment named `name`, or None. MLflow grants an experiment's creator MANAGE only after creating it
+    (an after-request hook), so for a moment another process of that account is refused one it may read (two
+    jobs of a sweep starting together): a refusal is asked again for `patience_s`, then said in one sentence."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return client.get_experiment_by_name(name)
+        except MlflowException as err:
+            if err.error_code != "PERMISSION_DENIED":
+                raise
+            if time.monotonic() >= deadline:
+                raise MlflowException(
+                    f"The experiment '{name}' exists on {redact(client.tracking_uri)} but this account may not "
+                    "read it: log to another experiment name, or ask its owner or a teacher for access.",
+                    error_code="PERMISSION_DENIED") from None
+        time.sleep(0.2)

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from nnlab.config import DEFAULT_STORE
 from nnlab.errors import NnlabError
 from nnlab.files import NoSpaceError, free_bytes, is_disk_full, megabytes
-from nnlab.tracking.accounts import own_experiment, redact
+from nnlab.tracking.accounts import experiment_by_name, own_experiment, redact
 
 PROBE_TIMEOUT_S = 5  # connecting to a tracking server; its answer gets PROBE_TIMEOUT_S - 1 more
 LOCK_TIMEOUT_S = 300  # waiting for another process to create or migrate a SQLite store
@@ -200,7 +200,7 @@ def open_store(uri: str, experiment: str, artifact_location: str | None = None) 
 def experiment_name(client: MlflowClient, uri: str, experiment: str) -> str:
     """`own_experiment`, but an account's experiment that exists is taken as named (a teacher grading into a
     student's `<student>/course`): the server's permissions decide who may log there; no one can create one."""
-    if "/" in experiment and client.get_experiment_by_name(experiment) is not None:
+    if "/" in experiment and experiment_by_name(client, experiment) is not None:
         return experiment
     return own_experiment(uri, experiment)
 
@@ -264,15 +264,15 @@ def quiet_full_store() -> None:
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     """The experiment's id, made if missing; tagged as model training (the UI's "Model training" view, not
     GenAI), also where an existing experiment lacks the tag (one that names another kind keeps it)."""
-    experiment = client.get_experiment_by_name(name)
+    experiment = experiment_by_name(client, name)
     if experiment is None:
         try:
             return client.create_experiment(name, artifact_location=artifact_location,
                                             tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
         except MlflowException as err:  # another process (on a server: no lock) created it first
-            if err.error_code != "RESOURCE_ALREADY_EXISTS" or client.get_experiment_by_name(name) is None:
+            experiment = experiment_by_name(client, name) if err.error_code == "RESOURCE_ALREADY_EXISTS" else None
+            if experiment is None:
                 raise
-            experiment = client.get_experiment_by_name(name)
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
     if EXPERIMENT_KIND_TAG not in experiment.tags:
