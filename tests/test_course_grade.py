@@ -168,3 +168,12 @@ def test_a_grader_stopped_mid_class_kills_the_running_script_and_ends_its_run_ki
     assert graders_workers(tmp_path / "grades") == []
     (run,) = course_runs(store).values()
     assert run.info.status == "KILLED" and "grading was interrupted" in run.data.tags["course.reason"]
+
+
+@pytest.mark.parametrize(("flag", "left_out"), [("--jobs", "one at a time"), ("--memory-gb", "80% of this machine"),
+                                                ("--wall-minutes", "twice the training budget")])
+def test_a_limit_below_one_is_one_sentence_saying_what_leaving_it_out_means(nnlab_cli, tmp_path, flag, left_out):
+    code, out, err = nnlab_cli("course", "grade", str(tmp_path), str(tmp_path), "--lab", "exer_2", flag, "0")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{flag} must be positive, not 0; leave it out for {left_out}" in err
+    assert not list(tmp_path.iterdir())  # nothing graded, nothing written

@@ -81,9 +81,14 @@ def init(exercise: str, dest: str, force: bool) -> Path:
     return target
 
 
+LEFT_OUT = {"--epochs": "the script's own", "--max-minutes": "the exercise's time limit", "--jobs": "one at a time",
+            "--wall-minutes": "twice the training budget plus 5 minutes", "--limit": "every example",
+            "--memory-gb": "80% of this machine's memory over --jobs"}  # what leaving each flag out means
+
+
 def positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
-        raise ConfigError(f"{name} must be positive, not {value:g}; leave it out to use the script's own.")
+        raise ConfigError(f"{name} must be positive, not {value:g}; leave it out for {LEFT_OUT[name]}.")
 
 
 def main(argv: list[str]) -> None:
@@ -97,7 +102,7 @@ def main(argv: list[str]) -> None:
         positive("--limit", args.limit)
         print(f"nnlab: wrote {prepare(args.name, args.dest, args.source, args.limit)}.")
     elif args.command == "grade":
-        grade_class(args)
+        grade_folder(args)
     else:
         from nnlab.course.grade import grade
 
@@ -111,7 +116,7 @@ def main(argv: list[str]) -> None:
             sys.exit(1)
 
 
-def grade_class(args: argparse.Namespace) -> None:
+def grade_folder(args: argparse.Namespace) -> None:
     from nnlab.course import classtable
     from nnlab.course.classroom import Options, grade_class
     from nnlab.course.labs import get_exercise
