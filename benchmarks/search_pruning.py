@@ -1,5 +1,5 @@
 """Issue 28's measurement: the same Optuna search over a Fashion-MNIST MLP (learning rate, widths, dropout: the
-`fashion_optuna` preset, TPE with seed 42) without a pruner and with the median pruner.
+`fashion_optuna` preset, TPE with seed 42) with each pruner named (`--pruners`; default none, then median).
 
     NNLAB_DATA_DIR=../shared/datasets python benchmarks/search_pruning.py [--trials 20] [--limit 12000]
 
@@ -46,12 +46,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--limit", type=int, default=12000)
-    parser.add_argument("--pruners", nargs="+", default=["none", "median"], help="compared with the first")
+    parser.add_argument("--pruners", nargs="+", default=["none", "median"],
+                        help="compared with the first: names, or Optuna's class with arguments as a Hydra dict, "
+                             "'{_target_:optuna.pruners.PercentilePruner,percentile:25.0}'")
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory(prefix="nnlab-search-bench-") as tmp:
-        for pruner in args.pruners:
-            folder = Path(tmp) / pruner
+        for number, pruner in enumerate(args.pruners):
+            folder = Path(tmp) / f"search{number}"  # a pruner may be a YAML dict: {_target_:optuna.pruners...}
             folder.mkdir()
             results[pruner] = search(folder, pruner, args.trials, args.limit)
             print(pruner, json.dumps(results[pruner]), flush=True)

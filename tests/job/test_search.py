@@ -121,3 +121,16 @@ def test_a_search_whose_every_trial_failed_ends_failed_and_exits_non_zero(cli, t
     assert result.stderr.splitlines()[-1].startswith("nnlab: error: sweep ") and "ended FAILED" in result.stderr
     _, parents, jobs = runs_by_role(store, "search")
     assert [p.info.status for p in parents] == ["FAILED"] and [j.info.status for j in jobs] == ["FAILED"] * 2
+
+
+def test_every_pruner_name_builds_its_optuna_pruner_and_an_unknown_one_lists_the_names():
+    from nnlab.errors import NnlabError
+    from nnlab.job.search import PRUNERS, make_pruner
+
+    built = {name: type(make_pruner(name)).__name__ for name in [*PRUNERS, "none"]}
+    assert built == {name: cls for name, (cls, _) in PRUNERS.items()} | {"none": "NopPruner"}
+    assert make_pruner("percentile")._percentile == 25.0  # the top quarter kept
+    assert type(make_pruner({"_target_": "optuna.pruners.PercentilePruner", "percentile": 40.0})).__name__ == \
+        "PercentilePruner"
+    with pytest.raises(NnlabError, match="median"):
+        make_pruner("medain")

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 TRIAL_DIR = "optuna_trials"
 JOURNAL = "optuna.journal"  # the study's storage when the sweeper's `storage` is null: a file in the sweep folder
 PRUNED_ATTR = "nnlab.pruned_after_epoch"  # the job tells the sweeper, through the study, that it was pruned
-PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "percentile": "PercentilePruner",
-           "successive_halving": "SuccessiveHalvingPruner"}
+# A pruner's name: Optuna's class and the arguments it has no default for (percentile: keep the top quarter).
+PRUNERS = {"median": ("MedianPruner", {}), "hyperband": ("HyperbandPruner", {}),
+           "percentile": ("PercentilePruner", {"percentile": 25.0}), "successive_halving": ("SuccessiveHalvingPruner", {})}
 
 
 def storage_spec(storage: str | None, sweep_dir: str | Path) -> str:
@@ -71,7 +72,8 @@ def make_pruner(pruner: Any):
 
         raise NnlabError(unknown_name("hydra.sweeper.pruner", pruner, PRUNERS)
                          + " (or Optuna's class with its arguments in YAML: {_target_: optuna.pruners...}).")
-    return getattr(optuna.pruners, PRUNERS[pruner.lower()])()
+    name, arguments = PRUNERS[pruner.lower()]
+    return getattr(optuna.pruners, name)(**arguments)
 
 
 def study_parent(client, experiment_id: str, study: dict[str, str], kill_lost):
