@@ -24,7 +24,8 @@ JOURNAL = "optuna.journal"  # the study's storage when the sweeper's `storage` i
 PRUNED_ATTR = "nnlab.pruned_after_epoch"  # the job tells the sweeper, through the study, that it was pruned
 # A pruner's name: Optuna's class and the arguments it has no default for (percentile: keep the top quarter).
 PRUNERS = {"median": ("MedianPruner", {}), "hyperband": ("HyperbandPruner", {}),
-           "percentile": ("PercentilePruner", {"percentile": 25.0}), "successive_halving": ("SuccessiveHalvingPruner", {})}
+           "percentile": ("PercentilePruner", {"percentile": 25.0}),
+           "successive_halving": ("SuccessiveHalvingPruner", {})}
 
 
 def storage_spec(storage: str | None, sweep_dir: str | Path) -> str:
