@@ -44,6 +44,8 @@ from image_pipeline import bench_images  # noqa: E402
 
 OUT = HERE.parent / "bench-results"
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+if "NNLAB_DATA_DIR" in ENV:  # jobs run in folders of their own: a relative data root must not move with them
+    ENV["NNLAB_DATA_DIR"] = os.path.abspath(ENV["NNLAB_DATA_DIR"])
 
 
 def timed(cmd: list[str], cwd: str) -> tuple[float, str]:

@@ -1,7 +1,7 @@
 """Issue 28's measurement: the same Optuna search over a Fashion-MNIST MLP (learning rate, widths, dropout: the
 `fashion_optuna` preset, TPE with seed 42) with each pruner named (`--pruners`; default none, then median).
 
-    NNLAB_DATA_DIR=../shared/datasets python benchmarks/search_pruning.py [--trials 20] [--limit 12000]
+    NNLAB_DATA_DIR=../shared/datasets python benchmarks/search_pruning.py [--trials 20] [--limit 12000] [--seed 42]
 
 For each: the trials' total training seconds (their `training_seconds` metric), how many were pruned, the best
 COMPLETE trial's validation accuracy (at its best epoch: the search's objective), and the wall time. `--limit`
@@ -19,12 +19,15 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 
-def search(folder: Path, pruner: str, trials: int, limit: int) -> dict:
+def search(folder: Path, pruner: str, trials: int, limit: int, seed: int) -> dict:
     args = [sys.executable, "-m", "nnlab", "sweep", "fashion_optuna", f"hydra.sweeper.pruner={pruner}",
-            f"hydra.sweeper.n_trials={trials}", f"tracking.uri=sqlite:///{folder}/mlflow.db",
+            f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.sampler.seed={seed}",
+            f"tracking.uri=sqlite:///{folder}/mlflow.db",
             f"hydra.sweep.dir={folder}/sweep", "trainer.plot_model=false", "trainer.save_model=false",
             "trainer.verbose=0", *([f"dataset.limit={limit}"] if limit else [])]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    if "NNLAB_DATA_DIR" in env:  # the search runs in its own folder: a relative data root must not move with it
+        env["NNLAB_DATA_DIR"] = os.path.abspath(env["NNLAB_DATA_DIR"])
     start = time.monotonic()
     done = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, check=False)
     wall = time.monotonic() - start
@@ -46,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--limit", type=int, default=12000)
+    parser.add_argument("--seed", type=int, default=42, help="the TPE sampler's seed (the preset's: 42)")
     parser.add_argument("--pruners", nargs="+", default=["none", "median"],
                         help="compared with the first: names, or Optuna's class with arguments as a Hydra dict, "
                              "'{_target_:optuna.pruners.PercentilePruner,percentile:25.0}'")
@@ -55,7 +59,7 @@ def main() -> None:
         for number, pruner in enumerate(args.pruners):
             folder = Path(tmp) / f"search{number}"  # a pruner may be a YAML dict: {_target_:optuna.pruners...}
             folder.mkdir()
-            results[pruner] = search(folder, pruner, args.trials, args.limit)
+            results[pruner] = search(folder, pruner, args.trials, args.limit, args.seed)
             print(pruner, json.dumps(results[pruner]), flush=True)
     base = results[args.pruners[0]]["training_s"]
     for pruner in args.pruners[1:]:

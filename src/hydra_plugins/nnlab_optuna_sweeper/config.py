@@ -50,7 +50,8 @@ class OptunaSweeperConf:
     _recursive_: bool = False  # sampler and pruner arrive as configs: the sweeper and its jobs build them
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
     sampler: Any = MISSING
-    # median | hyperband | none, or Optuna's class with its arguments: {_target_: optuna.pruners.MedianPruner, ...}
+    # median | percentile | hyperband | successive_halving | none (nnlab.job.search.PRUNERS), or Optuna's class
+    # with its arguments: {_target_: optuna.pruners.MedianPruner, n_startup_trials: 3}
     pruner: Any = None
     direction: Any = "minimize"  # or a list of directions (several objectives; no pruning then)
     # An SQLite/PostgreSQL URL: the study lasts, and every process running the command joins it. null: a journal

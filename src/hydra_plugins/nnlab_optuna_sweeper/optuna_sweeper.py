@@ -6,8 +6,9 @@ interval, tag(log, ...), int) and asks the study for trials batch by batch (`n_j
 - the study always lives in a storage jobs can reach (nnlab.job.search): the configured URL, or a journal file
   in the sweep folder; with a URL, a rerun of the command continues the study up to `n_trials` in total, and
   processes running the same command at once share it (Optuna numbers trials in the storage: none twice);
-- each job reports its validation monitor every epoch; `pruner` (median, hyperband, none, or Optuna's class in
-  YAML) stops unpromising ones: the trial is told PRUNED, its run ends FINISHED tagged `pruned`;
+- each job reports its validation monitor every epoch; `pruner` (median, percentile, hyperband, successive_halving,
+  none, or Optuna's class in YAML) stops unpromising ones: the trial is told PRUNED, its run ends FINISHED
+  tagged `pruned`;
 - a trial whose job failed, or whose process died (a rerun finds it RUNNING with its owner gone), is FAIL;
 - at the end: `optimization_results.yaml` in the sweep folder, as before, and Optuna's figures on the parent run.
 """

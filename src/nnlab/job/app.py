@@ -96,7 +96,7 @@ def run(cfg: DictConfig) -> float | None:
     scrub_hydra_files()
     import_plugins(list(cfg.plugins))
     typed: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    from nnlab.job import search, slurm, sweep
+    from nnlab.job import cores, search, slurm, sweep
     from nnlab.tracking import track
 
     if typed.tracking.resume:  # the config form of `nnlab resume`, e.g. for a requeued cluster job
@@ -108,7 +108,7 @@ def run(cfg: DictConfig) -> float | None:
     tracking, tags = typed.tracking, run_tags(typed, track.git_commit())
     context = sweep.job_context()
     if typed.trainer.threads is None:
-        typed.trainer.threads = sweep.parallel_threads(context.parallel if context else None)
+        typed.trainer.threads = cores.parallel_threads(context.parallel if context else None)
     if context is not None:
         tracking, tags = join_sweep(context, tracking, tags)
     job_tags = slurm.job_tags()
